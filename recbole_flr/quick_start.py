@@ -1,0 +1,148 @@
+"""
+recbole_flr.quick_start
+#######################
+RecBole's quick-start API (``run``, ``run_recbole``, ``load_data_and_model``) for the plugin's models and every
+RecBole model.
+
+NOTE:
+    ``recbole.quick_start`` imports ray at module level and calls ``get_flops``, which deep-copies the model (an LLM
+    twice in memory); this module imports neither. Otherwise the steps, seeds and logs are RecBole's.
+"""
+
+import sys
+from collections.abc import MutableMapping
+from logging import getLogger
+
+import torch.distributed as dist
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_flr.config import Config
+from recbole_flr.trainer.compat import load_checkpoint, load_model_state
+from recbole_flr.utils import ensure_dataset, get_model, get_trainer
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
+    r"""Train and test one model on one dataset, in this process or in ``nproc`` spawned processes (RecBole's DDP).
+
+    Returns:
+        dict: as :func:`run_recbole_flr` (from rank 0 when several processes run).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_flr(model, dataset, config_file_list, config_dict, saved)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
+    mp.spawn(run_recbole_flrs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+    r"""Train, validate and test a model: the plugin's counterpart of ``recbole.quick_start.run_recbole``.
+
+    Args:
+        model (str, optional): model name (``FLR``, or any RecBole model such as ``SASRec``).
+        dataset (str, optional): dataset name.
+        config_file_list (list, optional): YAML files.
+        config_dict (dict, optional): parameters, overriding the YAML files.
+        saved (bool, optional): whether to save the best model and test it. Defaults to ``True``.
+        queue (torch.multiprocessing.Queue, optional): where rank 0 puts the result when spawned.
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
+        ``saved_model_file`` (None when not saved).
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    ensure_dataset(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run_recbole_flrs(rank, *args):
+    r"""Entry point of one spawned process: ``args`` are (model, dataset, config_file_list, kwargs)."""
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"The last argument of run_recbole_flrs should be a dict, but got {type(kwargs)}")
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole_flr(*args[:3], **kwargs)
+
+
+def load_data_and_model(model_file, weights_only=True):
+    r"""Rebuild the config, dataset, dataloaders and trained model of a checkpoint (RecBole's
+    ``load_data_and_model``).
+
+    Args:
+        model_file (str): a checkpoint written by a recbole_flr trainer.
+        weights_only (bool): passed to ``torch.load``. ``False`` also reads checkpoints of RecBole's own trainer,
+            which pickle a Config object: only for files you trust.
+
+    Returns:
+        tuple: (config, model, dataset, train_data, valid_data, test_data)
+    """
+    checkpoint = load_checkpoint(model_file, weights_only=weights_only)
+    config = checkpoint["config"]
+    if isinstance(config, dict):
+        config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    ensure_dataset(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    load_model_state(model, checkpoint, model_file)
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data

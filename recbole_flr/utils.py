@@ -1,0 +1,152 @@
+"""
+recbole_flr.utils
+#################
+Plugin lookups (models and trainers in ``recbole_flr`` first, then RecBole's) and the fixes that RecBole 1.2.1
+needs on today's stack (numpy 2, torch >= 2.6, offline machines).
+"""
+
+import importlib
+import os
+import shutil
+import zipfile
+from functools import lru_cache
+from logging import getLogger
+
+import numpy as np
+import yaml
+
+import recbole
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+
+def numpy_compat():
+    r"""Restore the numpy aliases that RecBole 1.2.1 uses and numpy 2 removed.
+
+    RecBole's ``Config.compatibility_settings`` assigns ``np.float = np.float_`` and the like; numpy 2 removed
+    ``np.float_``, ``np.complex_`` and ``np.unicode_``, so that line raises ``AttributeError`` before any model
+    runs. RecBole's code still reads ``np.bool``, ``np.long``, ``np.float`` (metrics, layers, dataset), so the
+    old names are set to their numpy-2 equivalents. Idempotent.
+    """
+    aliases = {
+        "bool": np.bool_,
+        "int": np.int_,
+        "float": np.float64,
+        "complex": np.complex128,
+        "object": np.object_,
+        "str": np.str_,
+        "long": np.int_,
+        "unicode": np.str_,
+        "float_": np.float64,
+        "complex_": np.complex128,
+        "unicode_": np.str_,
+    }
+    for name, value in aliases.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def get_model(model_name):
+    r"""Find a model class: ``recbole_flr.model`` first, then RecBole's model zoo.
+
+    Args:
+        model_name (str): model name, e.g. ``FLR`` or ``SASRec``.
+
+    Returns:
+        type: the model class.
+    """
+    plugin_models = importlib.import_module("recbole_flr.model")
+    if hasattr(plugin_models, model_name):
+        return getattr(plugin_models, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, ModuleNotFoundError) as error:
+        # RecBole's lookup ends in its exlib package, which imports xgboost/lightgbm: an unknown name then
+        # surfaces as their ModuleNotFoundError
+        known = ", ".join(plugin_models.__all__)
+        raise ValueError(
+            f"Unknown model [{model_name}]: it is neither a recbole_flr model ({known}) nor a RecBole model "
+            "(see https://recbole.io/model_list.html for the names, e.g. SASRec, BERT4Rec, GRU4Rec)"
+            + (f"; RecBole's lookup also said: {error}" if isinstance(error, ModuleNotFoundError) else ".")
+        ) from None
+
+
+def get_trainer(model_type, model_name):
+    r"""Find a trainer class: ``recbole_flr.trainer.<model_name>Trainer`` first, else RecBole's trainer for the
+    model, given weights-only-loadable, atomic checkpoints (:class:`~recbole_flr.trainer.compat.SafeCheckpointMixin`).
+
+    Args:
+        model_type (ModelType): the model's type.
+        model_name (str): model name.
+
+    Returns:
+        type: the trainer class.
+    """
+    plugin_trainers = importlib.import_module("recbole_flr.trainer")
+    if hasattr(plugin_trainers, model_name + "Trainer"):
+        return getattr(plugin_trainers, model_name + "Trainer")
+    return _with_safe_checkpoints(recbole_get_trainer(model_type, model_name))
+
+
+@lru_cache(maxsize=None)
+def _with_safe_checkpoints(trainer_class):
+    from recbole.trainer import Trainer
+
+    from recbole_flr.trainer.compat import SafeCheckpointMixin
+
+    if not issubclass(trainer_class, Trainer):
+        return trainer_class  # e.g. DecisionTreeTrainer: its own checkpoint format, left as RecBole wrote it
+    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {"__module__": __name__})
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    r"""A dataset that is neither on disk nor downloadable."""
+
+
+def _atomic_files_hint(dataset, folder):
+    return (
+        f"Provide RecBole atomic files as {os.path.join(folder, dataset + '.inter')} (and optionally .item/.user), "
+        f"or point --data_path at the folder that holds '{dataset}/' "
+        "(see https://recbole.io/atomic_files.html for the format)."
+    )
+
+
+def ensure_dataset(config):
+    r"""Make sure ``config['data_path']`` holds the dataset, downloading RecBole's named datasets if needed.
+
+    RecBole 1.2.1 downloads inside ``create_dataset`` and then calls ``torch.distributed.barrier()`` even in a
+    single process, and an offline machine ends in a urllib traceback. This does the download here, once, and
+    turns every failure into one :class:`DatasetNotFoundError` that names the dataset, the folder searched and
+    how to provide the files.
+
+    Args:
+        config (Config): the run's config (``dataset``, ``data_path``, ``local_rank``).
+    """
+    dataset, folder = config["dataset"], config["data_path"]
+    if os.path.isdir(folder):
+        return
+    with open(os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")) as f:
+        urls = yaml.safe_load(f)
+    if dataset not in urls:
+        raise DatasetNotFoundError(
+            f"Dataset [{dataset}] not found: the folder {folder} does not exist and [{dataset}] is not one of "
+            f"RecBole's downloadable datasets. " + _atomic_files_hint(dataset, folder)
+        )
+    if config["local_rank"] not in (None, 0):
+        return  # rank 0 downloads; RecBole's own barrier in create_dataset is not reached as the folder exists
+    from recbole.utils.url import download_url, extract_zip, rename_atomic_files
+
+    logger = getLogger()
+    logger.info(f"Dataset [{dataset}] is not in {folder}: downloading it from RecBole's mirror.")
+    try:
+        os.makedirs(folder)
+        path = download_url(urls[dataset], folder)
+        extract_zip(path, folder)
+        os.unlink(path)
+        rename_atomic_files(folder, os.path.splitext(os.path.basename(path))[0], dataset)
+    except (OSError, RuntimeError, zipfile.BadZipFile) as error:  # urllib's URLError is an OSError
+        shutil.rmtree(folder, ignore_errors=True)  # it did not exist before: leave no half-downloaded dataset
+        raise DatasetNotFoundError(
+            f"Dataset [{dataset}] not found in {folder} and its download failed ({error}). "
+            + _atomic_files_hint(dataset, folder)
+        ) from None
