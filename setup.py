@@ -24,6 +24,7 @@ setup(
         # pandas 3's copy-on-write turns RecBole's in-place fillna into a no-op (tests/test_package.py)
         "pandas>=1.3,<3",
         "pyyaml>=5.1",
+        "matplotlib>=3.5",  # explain and robustness figures, benchmark plots
     ],
     extras_require={"test": ["pytest>=7"]},
     scripts=["run_recbole_flr.py"],

@@ -6,6 +6,7 @@ RecBole's :class:`~recbole.config.Config` with the plugin's models and default p
 
 import os
 
+import torch
 import yaml
 
 from recbole.config import Config as RecBoleConfig
@@ -65,6 +66,29 @@ class Config(RecBoleConfig):
         if final_config_dict.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
             final_config_dict["train_neg_sample_args"] = None
         return final_config_dict
+
+    def _init_device(self):
+        gpu_id = self.final_config_dict["gpu_id"]
+        if isinstance(gpu_id, tuple):
+            gpu_id = ",".join(map(str, gpu_id))
+        gpu_id = "" if gpu_id is None else str(gpu_id)
+        if "local_rank" not in self.final_config_dict or (gpu_id and torch.cuda.is_available()):
+            return super()._init_device()
+        # NOTE: RecBole 1.2.1's distributed mode is CUDA-only (nccl, one gpu_id per process, cuda.set_device). On a
+        # machine without a GPU, or with gpu_id empty, the processes use gloo on the CPU instead.
+        self.final_config_dict["gpu_id"] = gpu_id
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        config = self.final_config_dict
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=config["local_rank"] + config["offset"],
+            world_size=config["world_size"],
+            init_method=f"tcp://{config['ip']}:{config['port']}",
+        )
+        config["device"] = torch.device("cpu")
+        config["single_spec"] = False
+        if config["local_rank"] != 0:
+            config["state"], config["show_progress"], config["verbose"] = "error", False, False
 
     def to_plain_dict(self):
         r"""What rebuilds this config: the user's external settings plus model and dataset, as plain data.

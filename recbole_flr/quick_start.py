@@ -9,10 +9,12 @@ NOTE:
     twice in memory); this module imports neither. Otherwise the steps, seeds and logs are RecBole's.
 """
 
+import os
 import sys
 from collections.abc import MutableMapping
 from logging import getLogger
 
+import torch
 import torch.distributed as dist
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
@@ -43,6 +45,7 @@ def run(
         return run_recbole_flr(model, dataset, config_file_list, config_dict, saved)
     import torch.multiprocessing as mp
 
+    _check_nproc(nproc, (config_dict or {}).get("gpu_id"))
     world_size = nproc if world_size == -1 else world_size
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
@@ -50,6 +53,15 @@ def run(
     kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
     mp.spawn(run_recbole_flrs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
+
+
+def _check_nproc(nproc, gpu_id):
+    r"""Fail before spawning when ``nproc`` processes cannot each get a device (a GPU each, or a CPU core each)."""
+    on_gpu = torch.cuda.is_available() and gpu_id != ""
+    available = torch.cuda.device_count() if on_gpu else os.cpu_count()
+    if nproc < 1 or nproc > available:
+        kind = "GPUs" if on_gpu else "CPU cores (no GPU: the processes use gloo on the CPU)"
+        raise ValueError(f"--nproc={nproc} is not in [1, {available}]: this machine has {available} {kind}.")
 
 
 def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):

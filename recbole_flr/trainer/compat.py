@@ -14,6 +14,7 @@ import pickle
 import uuid
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import get_local_time, set_color
 
 from recbole_flr.config import Config
@@ -105,8 +106,19 @@ class SafeCheckpointMixin:
     """
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        if not config["single_spec"] and config["device"].type == "cpu":
+            # RecBole wraps the model in DistributedDataParallel(device_ids=[rank]), which only GPU modules accept
+            config["single_spec"] = True
+            super().__init__(config, model)
+            config["single_spec"] = False
+            self.distributed_model = DistributedDataParallel(self.model)
+        else:
+            super().__init__(config, model)
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
+        if not config["single_spec"]:
+            names = [name]
+            torch.distributed.broadcast_object_list(names, src=0)  # every rank reads the file rank 0 writes
+            name = names[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
 
     def _checkpoint_state(self, epoch):
@@ -147,6 +159,8 @@ class SafeCheckpointMixin:
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
+            if not self.config["single_spec"]:
+                torch.distributed.barrier()  # rank 0 writes the best model; the others must not read it earlier
             load_model_state(self.model, load_checkpoint(checkpoint_file, map_location=self.device), checkpoint_file)
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
