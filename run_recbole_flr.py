@@ -25,9 +25,9 @@ if __name__ == "__main__":
     args, _ = parser.parse_known_args()
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    try:
-        from recbole_flr.quick_start import run
+    from recbole_flr.quick_start import run
 
+    try:
         run(
             args.model,
             args.dataset,

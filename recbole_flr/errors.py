@@ -11,7 +11,8 @@ import yaml
 
 from recbole_flr.trainer.compat import CheckpointError
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, yaml.YAMLError)
+# SyntaxError: RecBole's Config raises it for a --key given twice with different values
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, yaml.YAMLError, SyntaxError)
 
 
 def user_error_message(error):

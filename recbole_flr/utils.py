@@ -124,6 +124,7 @@ def ensure_dataset(config):
     """
     dataset, folder = config["dataset"], config["data_path"]
     if os.path.isdir(folder):
+        check_interaction_file(config)
         return
     with open(os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")) as f:
         urls = yaml.safe_load(f)
@@ -150,3 +151,42 @@ def ensure_dataset(config):
             f"Dataset [{dataset}] not found in {folder} and its download failed ({error}). "
             + _atomic_files_hint(dataset, folder)
         ) from None
+
+
+def check_interaction_file(config):
+    r"""Fail early, naming the file and the column, when ``<dataset>.inter`` cannot make a sequential dataset.
+
+    RecBole reports an empty file as a pandas parsing error and silently skips a ``load_col`` column the file lacks,
+    failing much later (or, for the time field, ordering nothing). Only the header and the first row are read.
+
+    Args:
+        config (Config): the run's config.
+    """
+    if config["benchmark_filename"]:
+        return  # pre-split files <dataset>.<part>.inter: RecBole checks each
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    if not os.path.isfile(path):
+        raise DatasetNotFoundError(
+            f"Dataset [{config['dataset']}]: {path} does not exist. " + _atomic_files_hint(config["dataset"],
+                                                                                            config["data_path"])
+        )
+    with open(path, encoding=config["encoding"] or "utf-8") as f:
+        header, first_row = f.readline().rstrip("\n"), f.readline().strip()
+    if not header:
+        raise ValueError(f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows.")
+    columns = [field.split(":")[0] for field in header.split(config["field_separator"])]
+    required = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
+    if config["eval_args"]["order"] == "TO":
+        required.append(config["TIME_FIELD"])
+    load_col = (config["load_col"] or {}).get("inter") if isinstance(config["load_col"], dict) else None
+    for column in required:
+        if column not in columns:
+            raise ValueError(
+                f"{path} has no column '{column}' (columns: {columns}); it is required as "
+                + ("TIME_FIELD by eval_args order: TO" if column == config["TIME_FIELD"] else "a user or item id")
+                + ". Rename the column in the file or set USER_ID_FIELD/ITEM_ID_FIELD/TIME_FIELD."
+            )
+        if load_col is not None and column not in load_col:
+            raise ValueError(f"load_col['inter'] = {load_col} leaves out the required column '{column}' of {path}.")
+    if not first_row:
+        raise ValueError(f"{path} has a header but no interactions.")
