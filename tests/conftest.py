@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny RecBole atomic dataset made for the tests, and a config that trains on it in seconds."""
 
 import os
+import string
 
 import pytest
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Tokenizer
 
 torch.set_num_threads(1)  # CI has 2 cores; explicit, so timings and results do not depend on the machine
 
@@ -66,3 +68,20 @@ def tiny_config_dict(tiny_dataset_dir, tmp_path):
         "gpu_id": "",
         "worker": 0,
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory):
+    r"""A tiny Qwen2 causal LM and a byte-level BPE tokenizer saved with save_pretrained: nothing downloaded."""
+    path = str(tmp_path_factory.mktemp("tiny_llm"))
+    chars = ["<|endoftext|>"] + list(string.ascii_letters + string.digits) + ["Ġ"]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({"re": len(vocab), "red": len(vocab) + 1})
+    Qwen2Tokenizer(vocab=vocab, merges=[("r", "e"), ("re", "d")]).save_pretrained(path)
+    config = AutoConfig.for_model(
+        "qwen2", vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path

@@ -54,6 +54,17 @@ def test_bad_flr_keys_are_named(monkeypatch, tiny_dataset_dir, extra, expected):
     assert code != 0 and expected in message and "Traceback" not in message
 
 
+def test_bad_llm_paths_are_named(monkeypatch, tiny_dataset_dir, tiny_llm_dir, tmp_path):
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("weights elsewhere")
+    code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={not_a_model}"))
+    assert code != 0 and "llm_path" in message and str(not_a_model) in message
+    code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={tiny_llm_dir}",
+                                                     "--lora_target_modules=['query_key_value']"))  # fmt: skip
+    assert code != 0 and "lora_target_modules" in message and "q_proj" in message
+
+
 def test_malformed_yaml_and_unknown_model(monkeypatch, tiny_dataset_dir, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("n_factors: [3\n")

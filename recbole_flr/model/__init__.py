@@ -1,0 +1,5 @@
+"""FLR models for RecBole."""
+
+from recbole_flr.model.flr import FLR
+
+__all__ = ["FLR"]

@@ -1,0 +1,227 @@
+"""
+recbole_flr.model.backbone
+##########################
+The decoder-only language model that FLR reads item tokens with: an embedded transformer built from a
+Hugging Face config (trained from scratch, runs on a CPU) or a pretrained causal LM with LoRA adapters.
+Both are the decoder body only (no vocabulary-sized LM head) and are driven through ``inputs_embeds``.
+"""
+
+import inspect
+import os
+import re
+from logging import getLogger
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+#: Architecture families the embedded backbone can be built from (``llm_arch``).
+EMBEDDED_ARCHS = ("qwen2", "llama", "mistral")
+#: Titles longer than this many LLM tokens are cut before they are embedded.
+MAX_TITLE_TOKENS = 32
+TEXT_BATCH_SIZE = 64
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class DecoderBackbone(nn.Module):
+    r"""A decoder-only transformer body with a prefill (pass 1) and a one-token step (pass 2) interface.
+
+    Args:
+        body (nn.Module): a transformers base model (e.g. ``Qwen2Model``) that accepts ``inputs_embeds``.
+        tokenizer: the pretrained model's tokenizer, or None for the embedded backbone.
+        pretrained (bool): whether ``body`` holds frozen pretrained weights (only LoRA adapters train).
+    """
+
+    def __init__(self, body, tokenizer=None, pretrained=False):
+        super().__init__()
+        self.body = body
+        self.tokenizer = tokenizer
+        self.pretrained = pretrained
+        self.hidden_size = body.config.hidden_size
+        params = inspect.signature(body.forward).parameters
+        # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def dtype(self):
+        return next(self.body.parameters()).dtype
+
+    def _run(self, inputs_embeds, attention_mask, position_ids, cache=None):
+        kwargs = {self._cache_arg: cache} if cache is not None else {}
+        out = self.body(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=attention_mask.long(),
+            position_ids=position_ids,
+            use_cache=True,
+            **kwargs,
+        )
+        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out["last_hidden_state"].float(), new_cache
+
+    def prefill(self, inputs_embeds, attention_mask, position_ids):
+        r"""Pass 1 over the whole input.
+
+        Args:
+            inputs_embeds (torch.Tensor): shape [B, S, D].
+            attention_mask (torch.Tensor): 1 for real tokens, 0 for padding, shape [B, S].
+            position_ids (torch.Tensor): shape [B, S].
+
+        Returns:
+            tuple: last-layer states [B, S, D] (float32) and the KV cache as a tuple of (keys, values) per layer.
+        """
+        hidden, cache = self._run(inputs_embeds, attention_mask, position_ids)
+        return hidden, tuple((layer.keys, layer.values) for layer in cache.layers)
+
+    def step(self, inputs_embeds, attention_mask, position_ids, kv, repeats=1):
+        r"""Pass 2: one extra token per row on top of a pass-1 cache, which is left unchanged.
+
+        ``DynamicCache.update`` concatenates into new tensors held by a fresh cache object, so the (keys, values)
+        tensors of ``kv`` are never written to and the step can be repeated on the same pass 1.
+
+        Args:
+            inputs_embeds (torch.Tensor): shape [B', 1, D] with B' = B * repeats.
+            attention_mask (torch.Tensor): shape [B', S + 1].
+            position_ids (torch.Tensor): shape [B', 1].
+            kv (tuple): pass-1 cache from :meth:`prefill`, batch B.
+            repeats (int): rows per pass-1 history (``repeat_interleave`` order).
+
+        Returns:
+            torch.Tensor: the new token's last-layer state, shape [B', D] (float32).
+        """
+        if repeats > 1:
+            kv = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in kv]
+        hidden, _ = self._run(inputs_embeds, attention_mask, position_ids, DynamicCache(ddp_cache_data=kv))
+        return hidden[:, -1]
+
+    def embed_token_ids(self, token_ids):
+        r"""The LLM's own input embeddings of token ids (for the instruction prefix), float32."""
+        return self.body.get_input_embeddings()(token_ids).float()
+
+    @torch.no_grad()
+    def embed_texts(self, texts, device):
+        r"""Mean-pooled last hidden state of each text under the frozen LLM; an empty text gives a zero vector.
+
+        Args:
+            texts (list[str]): one text per row.
+            device (torch.device): where to run.
+
+        Returns:
+            torch.Tensor: shape [len(texts), D], float32.
+        """
+        was_training = self.body.training
+        self.body.eval()
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids = [row[:MAX_TITLE_TOKENS] for row in ids]
+        out = torch.zeros(len(texts), self.hidden_size)
+        for start in range(0, len(ids), TEXT_BATCH_SIZE):
+            rows = ids[start : start + TEXT_BATCH_SIZE]
+            width = max(1, max(map(len, rows)))
+            tokens = torch.zeros(len(rows), width, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for i, row in enumerate(rows):
+                tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+                mask[i, : len(row)] = 1
+            tokens, mask = tokens.to(device), mask.to(device)
+            mask[:, 0] = 1  # an empty text still needs one visible key; its pooled vector is zeroed below
+            hidden = self.body(input_ids=tokens, attention_mask=mask, use_cache=False)["last_hidden_state"].float()
+            lengths = torch.tensor([len(row) for row in rows], device=device)
+            valid = (torch.arange(width, device=device)[None] < lengths[:, None]).float()  # [n W]
+            pooled = (hidden * valid[..., None]).sum(1) / lengths.clamp_min(1)[:, None]
+            out[start : start + len(rows)] = pooled.cpu()
+        self.body.train(was_training)
+        return out
+
+
+def build_embedded_backbone(llm_arch, hidden_size, n_layers, n_heads, inner_size, attn_dropout_prob,
+                            initializer_range, max_positions):
+    r"""A small decoder-only transformer from a transformers config, randomly initialised; nothing downloaded.
+
+    Returns:
+        DecoderBackbone: the backbone (no tokenizer).
+    """
+    if llm_arch not in EMBEDDED_ARCHS:
+        raise ValueError(f"llm_arch='{llm_arch}' is not supported: valid values are {list(EMBEDDED_ARCHS)}.")
+    if hidden_size % n_heads != 0:
+        raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of n_heads ({n_heads}).")
+    config = AutoConfig.for_model(
+        llm_arch,
+        vocab_size=1,  # inputs are always inputs_embeds; the token table is unused
+        hidden_size=hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        intermediate_size=inner_size,
+        attention_dropout=attn_dropout_prob,
+        initializer_range=initializer_range,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    body = AutoModel.from_config(config)
+    body.get_input_embeddings().weight.requires_grad_(False)
+    return DecoderBackbone(body)
+
+
+def resolve_llm_path(llm_path):
+    r"""Check that ``llm_path`` is an existing local directory or looks like a hub id (``org/name``)."""
+    path = os.path.expanduser(str(llm_path))
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or not _HUB_ID.match(str(llm_path)) or str(llm_path).startswith((".", "~")):
+        raise ValueError(
+            f"llm_path='{llm_path}' does not exist: give a local directory holding a causal LM saved with "
+            "save_pretrained, or a hub id such as 'Qwen/Qwen2.5-0.5B' (or ~ for the embedded backbone)."
+        )
+    return str(llm_path)
+
+
+def linear_module_names(model):
+    r"""Short names of the ``nn.Linear`` modules in ``model`` (what LoRA ``target_modules`` match)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
+
+
+def load_pretrained_backbone(llm_path, device):
+    r"""Load a pretrained causal LM and its tokenizer; keep the decoder body, frozen.
+
+    bf16 on CUDA, float32 otherwise. The vocabulary-sized LM head is dropped (tied weights stay with the
+    input embeddings that the body keeps).
+
+    Returns:
+        DecoderBackbone: the frozen backbone with its tokenizer (LoRA is added by :func:`add_lora`).
+    """
+    path = resolve_llm_path(llm_path)
+    on_cuda = torch.device(device).type == "cuda"
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    body = lm.get_decoder().to(device)
+    del lm
+    body.requires_grad_(False)
+    getLogger().info(f"Loaded pretrained backbone from {path} ({dtype}, hidden size {body.config.hidden_size}).")
+    return DecoderBackbone(body, tokenizer=tokenizer, pretrained=True)
+
+
+def add_lora(backbone, lora_r, lora_alpha, lora_dropout, lora_target_modules):
+    r"""Insert LoRA adapters (peft) into the frozen body in place; only the adapters train.
+
+    Raises:
+        ValueError: ``lora_target_modules`` names modules that the model does not have.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    available = linear_module_names(backbone.body)
+    if targets != "all-linear":
+        missing = [t for t in targets if t not in available]
+        if not targets or missing:
+            raise ValueError(
+                f"lora_target_modules {missing or targets} not found in the model at llm_path; "
+                f"nn.Linear modules that exist: {available} (or 'all-linear')."
+            )
+    lora_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets)
+    get_peft_model(backbone.body, lora_config)  # injects the adapters into backbone.body in place
+    return backbone

@@ -1,0 +1,294 @@
+"""
+FLR
+################################################
+
+Reference:
+    Gao et al. "Factorized Latent Reasoning for LLM-based Recommendation." arXiv 2604.26760, 2026.
+
+Reference:
+    Zhang et al. "Reinforced Latent Reasoning for LLM-based Recommendation" (LatentR3). arXiv 2505.19092.
+
+"""
+
+from dataclasses import dataclass
+from logging import getLogger
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import FeatureType
+from torch import nn
+
+from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.latent_reasoning import (
+    FactorizedLatentReasoning,
+    diversity_loss,
+    orthogonality_loss,
+    sparsity_loss,
+)
+
+TEXT_FIELDS = ("movie_title", "title")  # what ``item_text_field: auto`` looks for
+
+
+@dataclass
+class Pass1:
+    r"""Backbone pass 1 over a batch of histories (what pass 2 and the latent module need).
+
+    Attributes:
+        hidden (torch.Tensor): last-layer states of the history positions, shape [B, L, D].
+        mask (torch.Tensor): True at real history positions, shape [B, L].
+        cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
+        input_norm (torch.Tensor): mean norm of the real input embeddings, shape [B].
+        last (torch.Tensor): state of the last real position (z_0), shape [B, D].
+        attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
+        thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
+    """
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    cache: tuple
+    input_norm: torch.Tensor
+    last: torch.Tensor
+    attention_mask: torch.Tensor
+    thought_position: torch.Tensor
+
+
+class FLR(SequentialRecommender):
+    r"""FLR reads the history as item tokens with a decoder-only LM, refines a latent thought with K preference
+    factors that attend to the history, feeds the thought back as one extra token reusing the KV cache, and scores
+    all items with the resulting user vector.
+
+    NOTE:
+        Items are scored over the full item table (item-ID embedding + text embedding) instead of the paper's
+        constrained beam search over titles, so FLR is ranked exactly like RecBole's baselines.
+        The embedded backbone (``llm_path: ~``) is a small transformer trained from scratch; with ``llm_path``
+        the pretrained LLM is frozen and trained through LoRA adapters.
+        History items are right-padded as RecBole gives them: the causal mask keeps real positions blind to the
+        padding, the attention mask hides it from the thought token, whose position id is the history length.
+    """
+
+    def __init__(self, config, dataset):
+        super(FLR, self).__init__(config, dataset)
+
+        # load parameters info
+        self.hidden_size = config["hidden_size"]
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.inner_size = config["inner_size"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.initializer_range = config["initializer_range"]
+        self.llm_path = config["llm_path"]
+        self.llm_arch = config["llm_arch"]
+        self.llm_prompt = config["llm_prompt"]
+        self.lora_r = config["lora_r"]
+        self.lora_alpha = config["lora_alpha"]
+        self.lora_dropout = config["lora_dropout"]
+        self.lora_target_modules = config["lora_target_modules"]
+        self.item_text_field = self._text_field(config["item_text_field"], dataset)
+        self.tie_item_embeddings = config["tie_item_embeddings"] is not False
+        self.n_factors = config["n_factors"]
+        self.latent_steps = config["latent_steps"]
+        self.lambda_orth = float(config["lambda_orth"] or 0.0)
+        self.lambda_div = float(config["lambda_div"] or 0.0)
+        self.lambda_sparse = float(config["lambda_sparse"] or 0.0)
+        self.loss_type = config["loss_type"]
+        self._check_config()
+
+        # define layers and loss
+        if self.llm_path:
+            self.backbone = load_pretrained_backbone(self.llm_path, self.device)
+            self.hidden_size = self.backbone.hidden_size  # the LLM's width, whatever the YAML says
+        else:
+            self.backbone = build_embedded_backbone(
+                self.llm_arch, self.hidden_size, self.n_layers, self.n_heads, self.inner_size,
+                self.attn_dropout_prob, self.initializer_range, self.max_seq_length + 2,
+            )  # fmt: skip
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        if not self.tie_item_embeddings:
+            self.output_item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self._build_text_embedding(dataset)  # before LoRA: text features come from the base LLM
+        if self.llm_path:
+            add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+        prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
+        self.register_buffer("prompt_ids", torch.tensor(prompt, dtype=torch.long), persistent=False)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.latent = FactorizedLatentReasoning(
+            self.hidden_size, self.n_factors, self.latent_steps, self.initializer_range
+        )
+        self.user_projection = nn.Linear(self.hidden_size, self.hidden_size)
+        self.loss_fct = nn.CrossEntropyLoss()
+
+        # parameters initialization
+        for name, module in self.named_children():
+            if name != "backbone":  # never re-initialise the backbone (pretrained or HF-initialised)
+                module.apply(self._init_weights)
+        self._frozen_keys = {
+            "backbone." + key
+            for key, value in self.backbone.state_dict(keep_vars=True).items()
+            if self.backbone.pretrained and not value.requires_grad
+        }
+
+    def _init_weights(self, module):
+        """Initialize the weights"""
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.EmbeddingBag)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+            if getattr(module, "padding_idx", None) is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def forward(self, item_seq, item_seq_len):
+        pass1 = self.encode(item_seq, item_seq_len)
+        return self.decode(pass1, self.reason(pass1).thought)  # [B D]
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        pass1 = self.encode(item_seq, item_seq_len)
+        latent = self.reason(pass1)
+        logits = self.item_scores(self.decode(pass1, latent.thought))  # [B n_items]
+        ce = self.loss_fct(logits, interaction[self.POS_ITEM_ID])
+        orth, div, sparse = self.regularisers(latent)
+        return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
+
+    def predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        test_item = interaction[self.ITEM_ID]
+        seq_output = self.forward(item_seq, item_seq_len)
+        test_item_emb = self.item_embeddings(test_item, output=True)
+        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        seq_output = self.forward(item_seq, item_seq_len)
+        return self.item_scores(seq_output)  # [B n_items]
+
+    def encode(self, item_seq, item_seq_len):
+        r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history).
+
+        Returns:
+            Pass1: states, masks, KV cache and what pass 2 needs.
+        """
+        batch, length = item_seq.shape
+        mask = torch.arange(length, device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
+        emb = self.item_embeddings(item_seq)  # [B L D]
+        input_norm = (emb.norm(dim=-1) * mask).sum(1) / item_seq_len.clamp_min(1)
+        inputs = self.dropout(emb)
+        n_prompt = self.prompt_ids.numel()
+        if n_prompt:
+            prompt = self.backbone.embed_token_ids(self.prompt_ids)[None].expand(batch, -1, -1)  # [B P D]
+            inputs = torch.cat([prompt, inputs], dim=1)
+        attention_mask = torch.cat([mask.new_ones(batch, n_prompt), mask], dim=1).long()  # [B P+L]
+        position_ids = torch.arange(n_prompt + length, device=item_seq.device)[None].expand(batch, -1)
+        hidden, cache = self.backbone.prefill(inputs, attention_mask, position_ids)
+        hidden = hidden[:, n_prompt:]  # [B L D]
+        last = self.gather_indexes(hidden, item_seq_len - 1)
+        return Pass1(hidden, mask, cache, input_norm, last, attention_mask, n_prompt + item_seq_len)
+
+    def reason(self, pass1):
+        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`."""
+        return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm)
+
+    def decode(self, pass1, thought):
+        r"""Pass 2: the thought as one extra token on pass 1's KV cache (left unchanged).
+
+        Args:
+            pass1 (Pass1): from :meth:`encode`, batch B.
+            thought (torch.Tensor): shape [B', D] with B' = B * G (row i * G + g belongs to history i).
+
+        Returns:
+            torch.Tensor: user vectors u, shape [B', D].
+        """
+        batch = pass1.mask.size(0)
+        if thought.size(0) % batch:
+            raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
+        group = thought.size(0) // batch
+        attention_mask = torch.cat([pass1.attention_mask, pass1.attention_mask.new_ones(batch, 1)], dim=1)
+        attention_mask = attention_mask.repeat_interleave(group, dim=0)  # [B' P+L+1]
+        position_ids = pass1.thought_position.repeat_interleave(group)[:, None]  # [B' 1]
+        state = self.backbone.step(thought[:, None], attention_mask, position_ids, pass1.cache, repeats=group)
+        return self.user_projection(state)
+
+    def item_scores(self, user):
+        r"""Scores of all items, shape [B', n_items] (column 0 is the padding item)."""
+        return user @ self.item_embeddings(output=True).t()
+
+    def item_embeddings(self, items=None, output=False):
+        r"""Item representations E = item-ID embedding + text embedding.
+
+        Args:
+            items (torch.Tensor, optional): item ids of any shape; None for the whole table.
+            output (bool): the output (scoring) table, which differs only if ``tie_item_embeddings`` is False.
+
+        Returns:
+            torch.Tensor: shape [*items.shape, D], or [n_items, D].
+        """
+        table = self.item_embedding if self.tie_item_embeddings or not output else self.output_item_embedding
+        ids = torch.arange(self.n_items, device=table.weight.device) if items is None else items
+        emb = table(ids)
+        if self.item_text_field is None:
+            return emb
+        if not self.llm_path:
+            title_ids = self.item_title_ids[ids.reshape(-1)]  # [n W]
+            return emb + self.word_embedding(title_ids).view(emb.shape)
+        return emb + self.text_projection(self.item_text_features[ids])
+
+    def regularisers(self, latent_output):
+        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step."""
+        return (
+            orthogonality_loss(latent_output.factors),
+            diversity_loss(latent_output.attention),
+            sparsity_loss(latent_output.attention, latent_output.mask),
+        )
+
+    def checkpoint_state_dict(self):
+        r"""The state dict without the frozen pretrained LLM weights (LoRA adapters and all heads kept)."""
+        return {key: value for key, value in self.state_dict().items() if key not in self._frozen_keys}
+
+    def _check_config(self):
+        for key, low in (("n_factors", 1), ("latent_steps", 1), ("hidden_size", 1), ("lora_r", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key}={value!r} is invalid: it must be an integer >= {low}.")
+        for key in ("lambda_orth", "lambda_div", "lambda_sparse"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
+        if self.loss_type != "CE":
+            raise ValueError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
+        if self.llm_prompt and not self.llm_path:
+            raise ValueError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
+
+    def _text_field(self, field, dataset):
+        present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
+        if field in (None, "~", "none", "None"):
+            return None
+        if field == "auto":
+            return next((name for name in TEXT_FIELDS if name in present), None)
+        if field not in present or dataset.field2type[field] != FeatureType.TOKEN_SEQ:
+            raise ValueError(
+                f"item_text_field='{field}' is not a token_seq field of the dataset's item features; fields "
+                f"present: {present}. Use 'auto', ~ (no text) or a token_seq field loaded through load_col."
+            )
+        return field
+
+    def _build_text_embedding(self, dataset):
+        if self.item_text_field is None:
+            return
+        title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
+        if not self.llm_path:
+            self.register_buffer("item_title_ids", title_ids, persistent=False)
+            n_words = dataset.num(self.item_text_field)
+            self.word_embedding = nn.EmbeddingBag(n_words, self.hidden_size, mode="mean", padding_idx=0)
+            return
+        words = dataset.field2id_token[self.item_text_field]
+        titles = [" ".join(words[row[row > 0]].tolist()) for row in title_ids.numpy()]
+        features = self.backbone.embed_texts(titles, self.device)  # [n_items D], float32
+        # recomputed from the base LLM whenever the model is built, so not written to checkpoints
+        self.register_buffer("item_text_features", features, persistent=False)
+        self.text_projection = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
+        getLogger().info(f"Embedded {len(titles)} item titles ({self.item_text_field}) with the pretrained LLM.")
