@@ -241,3 +241,13 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
     result = run_script("--model=Nope", "--dataset=ml-100k", cwd=tmp_path)
     assert result.returncode != 0
     assert "Unknown model [Nope]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_protocol_file_sets_the_design_protocol_for_any_model(tiny_config_dict):
+    protocol = os.path.join(REPO, "recbole_flr", "properties", "protocol.yaml")
+    for model in ("SASRec", "FLR"):
+        config = Config(model=model, dataset="tiny", config_file_list=[protocol],
+                        config_dict={k: v for k, v in tiny_config_dict.items() if k not in ("metrics", "topk",
+                                                                                            "valid_metric")})
+        assert (config["valid_metric"], config["topk"]) == ("NDCG@10", [5, 10, 20])
+        assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["order"] == "TO"
