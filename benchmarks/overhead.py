@@ -1,8 +1,9 @@
 """Per-epoch training time of a RecBole model through recbole_flr's run script versus RecBole's own run_recbole.
 
-RecBole 1.2.1 alone cannot run on numpy 2 (Config reads removed aliases) and its final evaluate fails on torch >= 2.6;
-so the RecBole side gets the numpy aliases restored and is timed on its training epochs only, the same epochs that
-are timed on the plugin side. Each side runs in its own process, alternately, `--repeats` times.
+RecBole 1.2.1 alone cannot run on today's stack: recbole.quick_start imports ray 2.6.3, which imports pkg_resources
+(gone from current setuptools); Config reads numpy aliases removed in numpy 2; its final evaluate fails on torch >= 2.6.
+So the RecBole side gets a stand-in `ray` module and the numpy aliases, and is timed on its training epochs only,
+the same epochs that are timed on the plugin side. Each side runs in its own process, alternately, `--repeats` times.
 
     python benchmarks/overhead.py --model=SASRec --dataset=ml-100k --epochs=1 --repeats=2
 
@@ -23,8 +24,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCH_TIME = re.compile(r"epoch (\d+) training \[time: ([0-9.]+)s")
 
 RECBOLE_SIDE = """
-import sys, torch
+import sys, types, torch
 torch.set_num_threads({threads})
+sys.modules["ray"] = types.SimpleNamespace(tune=None)  # recbole.quick_start imports it and only hyper-tuning uses it
 from recbole_flr.utils import numpy_compat
 numpy_compat()
 from recbole.quick_start import run_recbole
