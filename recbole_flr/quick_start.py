@@ -142,7 +142,12 @@ def load_data_and_model(model_file, weights_only=True):
     checkpoint = load_checkpoint(model_file, weights_only=weights_only)
     config = checkpoint["config"]
     if isinstance(config, dict):
-        config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
+        # exactly the saved run: RecBole's Config would also read this process's --key=value arguments
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
+        finally:
+            sys.argv = argv
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

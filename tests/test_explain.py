@@ -1,0 +1,120 @@
+"""The explain command on a tiny trained FLR: the user's PNG and JSON, the dataset summary, and its user errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from conftest import write_tiny_dataset
+from recbole_flr import run_recbole_flr
+from recbole_flr.explain import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_LEN = 10
+
+
+def tiny_settings(folder):
+    return {
+        "data_path": write_tiny_dataset(os.path.join(folder, "data")).rsplit(os.sep, 1)[0], "dataset": "tiny",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
+        "MAX_ITEM_LIST_LENGTH": MAX_LEN, "epochs": 1, "train_batch_size": 64, "eval_batch_size": 256,
+        "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 2, "n_factors": 2, "train_stages": ["sft"],
+        "show_progress": False, "checkpoint_dir": os.path.join(folder, "saved"), "state": "ERROR",
+        "seed": 2020, "reproducibility": True, "gpu_id": "", "worker": 0,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    r"""An FLR and a SASRec checkpoint, each trained for one epoch on ``tiny`` (logs land in the temp dir)."""
+    folder = str(tmp_path_factory.mktemp("explain"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        settings = tiny_settings(folder)
+        flr = run_recbole_flr("FLR", "tiny", config_dict=settings)["saved_model_file"]
+        sasrec = run_recbole_flr("SASRec", "tiny", config_dict=settings)["saved_model_file"]
+        yield {"FLR": flr, "SASRec": sasrec, "folder": folder}
+
+
+def explain(*argv):
+    main([str(a) for a in argv])
+
+
+def test_one_user_png_and_json(checkpoints, tmp_path):
+    png = tmp_path / "user5.png"
+    explain("--model_file", checkpoints["FLR"], "--user_id", 5, "--output", png)
+    image = imread(str(png))
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    facts = json.loads((tmp_path / "user5.json").read_text())
+    n_history = len(facts["history"])
+    assert facts["user_id"] == "5" and 1 <= n_history <= MAX_LEN
+    assert len(facts["factors"]) == 2
+    assert sum(f["gate"] for f in facts["factors"]) == pytest.approx(1.0, abs=1e-5)
+    for factor in facts["factors"]:
+        attention = np.array(factor["attention"])
+        assert attention.shape == (MAX_LEN,)
+        assert attention[:n_history].sum() == pytest.approx(1.0, abs=1e-5)
+        assert (attention[:n_history] >= 0).all() and (attention[n_history:] == 0).all()
+    items = [t["item_id"] for t in facts["topk"]]
+    assert len(items) == 10 and len(set(items)) == 10 and "[PAD]" not in items
+    scores = [t["score"] for t in facts["topk"]]
+    assert scores == sorted(scores, reverse=True)
+    assert isinstance(facts["target"]["rank"], int) and facts["target"]["rank"] >= 1
+    # titles come from the .item file; item 7's title is empty, so its token stands in
+    titles = {h["item_id"]: h["title"] for h in facts["history"] + facts["topk"]}
+    for item, title in titles.items():
+        assert title == item if item == "7" else len(title.split()) == 3
+
+
+def test_exclude_history_never_recommends_a_history_item(checkpoints, tmp_path):
+    explain("--model_file", checkpoints["FLR"], "--user_id", 3, "--output", tmp_path / "u.png", "--exclude_history")
+    facts = json.loads((tmp_path / "u.json").read_text())
+    history = {h["item_id"] for h in facts["history"]}
+    assert not history & {t["item_id"] for t in facts["topk"]}
+    assert not any(t["in_history"] for t in facts["topk"])
+
+
+def test_summary_with_comparison(checkpoints, tmp_path):
+    explain("--model_file", checkpoints["FLR"], "--summary", "--compare", checkpoints["FLR"], "--feature", "title",
+            "--output_dir", tmp_path, "--name", "factors")  # fmt: skip
+    assert imread(str(tmp_path / "factors.png")).ndim == 3
+    summary = json.loads((tmp_path / "factors.json").read_text())
+    assert len(summary["models"]) == 2
+    for model in summary["models"].values():
+        assert model["n_histories"] == 40
+        assert sum(model["gate"]) == pytest.approx(1.0, abs=1e-5)
+        assert np.diag(model["attention_overlap"]) == pytest.approx(1.0, abs=1e-6)  # a map shares all of itself
+        assert np.diag(model["factor_cosine"]) == pytest.approx(1.0, abs=1e-6)
+        assert all(0 <= e <= 1 + 1e-6 for e in model["entropy"])
+        feature = model["feature"]
+        assert "space" in feature["values"]
+        assert np.array(feature["distribution"]).sum(1) == pytest.approx(1.0)
+        assert sum(feature["history_distribution"]) == pytest.approx(1.0)
+
+
+def test_unknown_user_is_a_one_line_error(checkpoints, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        explain("--model_file", checkpoints["FLR"], "--user_id", "no-such-user", "--output", tmp_path / "x.png")
+    message = str(exit_info.value.code)
+    assert "'no-such-user'" in message and "valid ids look like: 1, 2" in message and "Traceback" not in message
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_checkpoint_of_another_model_is_refused(checkpoints):
+    out = subprocess.run(
+        [sys.executable, "-m", "recbole_flr.explain", "--model_file", checkpoints["SASRec"], "--user_id", "5"],
+        capture_output=True, text=True, cwd=checkpoints["folder"], env=dict(os.environ, PYTHONPATH=REPO),
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "explain needs an FLR checkpoint" in out.stderr and "SASRec" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        explain("--model_file", tmp_path / "nothing.pth", "--user_id", 1)
+    assert "does not exist" in str(exit_info.value.code)
