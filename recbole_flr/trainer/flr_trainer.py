@@ -1,0 +1,415 @@
+r"""
+recbole_flr.trainer.flr_trainer
+###############################
+FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage a call of RecBole's unchanged ``fit``.
+"""
+
+import math
+
+import torch
+import yaml
+from recbole.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
+from recbole.utils import set_color
+
+from recbole_flr.trainer.compat import SafeCheckpointMixin, load_checkpoint, load_model_state
+from recbole_flr.trainer.grpo import (
+    REWARDS,
+    clipped_surrogate,
+    gaussian_logprob,
+    group_advantages,
+    kl_k3,
+    reward_logprob,
+    sample_latents,
+)
+
+STAGES = ("sft", "grpo")
+GRPO_TRAINABLE = ("latent", "latent+head", "all")
+GRPO_SURROGATES = ("gaussian", "target_logprob")
+
+
+class _Call(torch.nn.Module):
+    r"""Runs ``fn(*args)`` as its forward, so that :func:`torch.func.functional_call` can run any method of
+    ``model`` with the reference weights swapped in (autograd-safe, nothing copied but the trained parameters)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, *args):
+        return fn(*args)
+
+
+class FLRTrainer(SafeCheckpointMixin, Trainer):
+    r"""Trainer of :class:`~recbole_flr.model.FLR`: the stages of ``train_stages`` (default ``[sft, grpo]``) in order,
+    each one a call of RecBole's own :meth:`~recbole.trainer.Trainer.fit` with its own epochs, learning rate and
+    early stopping on ``valid_metric``.
+
+    - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
+      ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
+    - ``grpo``: latent GRPO with ``grpo_epochs``, ``grpo_learning_rate``, ``grpo_stopping_step``. It starts from
+      the best SFT checkpoint, and the SFT best valid score is the bar: the saved best model is only overwritten
+      by a GRPO epoch that beats it, and if none does, the SFT checkpoint stands (logged, the in-memory model is
+      reset to the SFT weights, and the checkpoint keeps ``"stage": "sft"``).
+
+    Per GRPO batch (``B`` histories, ``G`` = ``grpo_num_generations``): pass 1 of the backbone runs once under
+    ``no_grad`` and is shared by all G samples; the latent module gives the thought ``r`` (with grad); G thoughts
+    ``r + eps`` are sampled (``eps ~ N(0, (grpo_noise_std * RMS(r))^2 I)``); pass 2 and the scores of all items run
+    in one batched call on ``B * G`` rows; rewards, group-relative advantages, the clipped surrogate and (if
+    ``grpo_beta > 0``) the k3 KL to a frozen copy of the SFT weights give the loss, to which the factor
+    regularisers are added with the model's own lambdas (0 switches one off). The maths are in
+    :mod:`recbole_flr.trainer.grpo`.
+
+    ``grpo_trainable`` chooses what GRPO trains: ``latent`` (the latent-reasoning module ``model.latent`` only),
+    ``latent+head`` (also the user projection after pass 2: every trained parameter outside the backbone, the
+    item tables and the text encoders), ``all`` (everything SFT trained). Pass 1 runs under ``no_grad`` in every
+    case, so with ``all`` the history encoding receives gradient only through pass 2 and the item scores.
+
+    NOTE:
+        - One policy update per batch (trl's ``num_iterations = 1``): the samples come from the current policy, so
+          ``logp_old`` is the detached current log-likelihood, the ratio is 1, no sample is clipped (the clip
+          fraction logged is 0) and the surrogate's gradient is the plain group-relative policy gradient.
+        - The whole model runs in eval mode during GRPO (dropout off, like trl's ``disable_dropout``): the policy is
+          exactly ``N(r_theta, sigma^2 I)`` and its only randomness is the latent noise.
+        - The reference (``grpo_beta > 0``) is a detached copy of the parameters GRPO trains, taken when the stage
+          starts from the SFT weights (not "adapters disabled", which would be the pre-SFT model); pass 1 is shared
+          with it unless ``grpo_trainable`` is ``all``. The two log-likelihoods of a sample share sigma.
+        - ``grpo_surrogate: gaussian`` scores the samples without grad (the log-density's gradient reaches only the
+          latent module); ``target_logprob`` (LatentR3) back-propagates through pass 2 and the item scores, so only
+          it trains a head.
+        - Epochs are numbered on from the SFT stage (GRPO's first epoch is the one after SFT's last).
+        - ``resume_checkpoint`` resumes the SFT stage.
+    """
+
+    ITEM_SIDE_MODULES = ("item_embedding", "output_item_embedding", "word_embedding", "text_projection")
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.train_stages = self._read_stages(config["train_stages"])
+        self.grpo_epochs = self._read(config, "grpo_epochs", int, lambda v: v >= 0, ">= 0")
+        self.grpo_learning_rate = self._read(config, "grpo_learning_rate", float, lambda v: v > 0, "> 0")
+        self.grpo_stopping_step = self._read(config, "grpo_stopping_step", int, lambda v: v >= 1, ">= 1")
+        self.grpo_trainable = self._read(config, "grpo_trainable", str, GRPO_TRAINABLE.__contains__, GRPO_TRAINABLE)
+        self.grpo_num_generations = self._read(config, "grpo_num_generations", int, lambda v: v >= 2, ">= 2")
+        self.grpo_noise_std = self._read(config, "grpo_noise_std", float, lambda v: v > 0, "> 0")
+        self.grpo_noise_free_first = self._read(config, "grpo_noise_free_first", bool, None, "True or False")
+        self.grpo_reward = self._read(config, "grpo_reward", str, REWARDS.__contains__, tuple(REWARDS))
+        self.grpo_epsilon = self._read(config, "grpo_epsilon", float, lambda v: 0 <= v < 1, "in [0, 1)")
+        self.grpo_epsilon_high = self._read(config, "grpo_epsilon_high", float, lambda v: v >= 0, ">= 0")
+        self.grpo_beta = self._read(config, "grpo_beta", float, lambda v: v >= 0, ">= 0")
+        self.grpo_surrogate = self._read(
+            config, "grpo_surrogate", str, GRPO_SURROGATES.__contains__, GRPO_SURROGATES
+        )
+        api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
+        missing = [name for name in api if not hasattr(model, name)]
+        if "grpo" in self.train_stages and missing:
+            raise ValueError(
+                f"train_stages contains 'grpo', but {type(model).__name__} has no {', '.join(missing)} "
+                f"(the latent GRPO stage needs FLR's {', '.join(api)})."
+            )
+        if self.grpo_trainable == "latent+head" and self.grpo_surrogate == "gaussian":
+            self.logger.warning(
+                "grpo_trainable='latent+head' with grpo_surrogate='gaussian': the Gaussian log-density reaches only "
+                "the latent module, so the head gets no GRPO gradient (use grpo_surrogate='target_logprob')."
+            )
+        self.stage = None
+        self.sft_valid_score = None
+        self.sft_valid_result = None
+        self.grpo_best_epoch = None  # the GRPO epoch saved as the best model (None: none saved)
+        self.grpo_improved = None  # after the GRPO stage: whether it beat the SFT valid score
+        self._last_epoch = -1
+        self._requires_grad_before = None
+        self._sft_weights = None
+        self._reference = None
+        self._grpo_stats = None
+
+    @staticmethod
+    def _read_stages(value):
+        legal = [["sft"], ["grpo"], ["sft", "grpo"]]
+        if isinstance(value, str):  # --train_stages=[sft,grpo] on the command line, which RecBole cannot eval
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)) or list(value) not in legal:
+            raise ValueError(
+                f"train_stages must be a list of stages in order, each at most once: one of {legal}; got {value!r}."
+            )
+        return list(value)
+
+    @staticmethod
+    def _read(config, key, kind, check, legal):
+        value = config[key]
+        if value is None:
+            raise ValueError(f"{key} is not set (its default lives in properties/model/FLR.yaml); legal: {legal}.")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (check and not check(value)):
+            raise ValueError(f"{key} must be {kind.__name__} {legal}, got {value!r}.")
+        return value
+
+    # ------------------------------------------------------------------ stages
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        r"""Run the stages of ``train_stages`` in order, each through RecBole's :meth:`Trainer.fit`.
+
+        Returns:
+            (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
+        """
+        for stage in self.train_stages:
+            if stage == "sft":
+                self._begin_sft()
+            elif not self._begin_grpo(valid_data, verbose, saved, show_progress):
+                continue
+            super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            if stage == "grpo":
+                self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
+        self.stage = None
+        return self.best_valid_score, self.best_valid_result
+
+    def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch):
+        self.stage = stage
+        self.start_epoch = start_epoch
+        self.epochs = start_epoch + epochs
+        self.learning_rate = learning_rate
+        self.stopping_step = stopping_step
+        self.eval_step = min(self.config["eval_step"], max(epochs, 1))
+        self.cur_step = 0
+
+    def _begin_sft(self):
+        # RecBole's own keys keep their meaning; start_epoch stays as resume_checkpoint left it
+        self._set_stage(
+            "sft", self.config["epochs"] - self.start_epoch, self.config["learning_rate"],
+            self.config["stopping_step"], self.start_epoch,
+        )
+        self.logger.info(set_color("FLR stage [sft]", "pink") + f": epochs {self.start_epoch}..{self.epochs - 1}")
+
+    def _begin_grpo(self, valid_data, verbose, saved, show_progress):
+        if self.grpo_epochs == 0:
+            self.logger.info(set_color("FLR stage [grpo]", "pink") + ": grpo_epochs is 0, skipped")
+            return False
+        sft_ran = self.stage == "sft"
+        if not sft_ran:
+            self._last_epoch = self.start_epoch - 1  # after resume_checkpoint, GRPO numbers on from its epoch
+        if not self.config["single_spec"]:
+            torch.distributed.barrier()  # rank 0 has written the SFT checkpoint that every rank reads
+        if sft_ran and saved:
+            # the best SFT weights, not the last SFT epoch's
+            load_model_state(self.model, load_checkpoint(self.saved_model_file, map_location=self.device))
+            if verbose:
+                self.logger.info(f"GRPO starts from the best SFT checkpoint {self.saved_model_file}")
+        elif sft_ran:
+            self.logger.warning("saved=False: GRPO starts from the last SFT epoch's weights (no best checkpoint).")
+        if valid_data and (not sft_ran or self.best_valid_result is None):
+            # GRPO alone (or SFT without validation): the starting weights set the bar
+            self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+            self.stage = "sft"  # the checkpoint's label for "weights from before GRPO"
+            if saved:
+                self._save_checkpoint(self._last_epoch, verbose=verbose)
+        self.sft_valid_score, self.sft_valid_result = self.best_valid_score, self.best_valid_result
+
+        names = self._grpo_parameter_names()
+        self._requires_grad_before = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in names)
+        self._rewrap_distributed()
+        trained = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        # detached copies of what GRPO changes: the SFT weights to fall back on and, with beta > 0, the reference
+        self._sft_weights = {n: p.detach().clone() for n, p in trained.items()}
+        self._reference = (_Call(self.model), self._sft_weights) if self.grpo_beta > 0 else None
+
+        self._set_stage(
+            "grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, self._last_epoch + 1
+        )
+        self.grpo_best_epoch = None
+        self.optimizer = self._build_optimizer()
+        self.logger.info(
+            set_color("FLR stage [grpo]", "pink")
+            + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
+            f"({sum(p.numel() for p in trained.values())} parameters in {len(trained)} tensors), "
+            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, surrogate {self.grpo_surrogate}, "
+            f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
+        )
+        return True
+
+    def _end_grpo(self, verbose, saved, validated):
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(self._requires_grad_before[name])
+        self._rewrap_distributed()
+        # early_stopping replaces the best score only by a strictly better one: any change is a GRPO win
+        self.grpo_improved = bool(not validated or self.best_valid_score != self.sft_valid_score)
+        if not self.grpo_improved:
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for name, value in self._sft_weights.items():
+                    params[name].copy_(value)
+            self.best_valid_score, self.best_valid_result = self.sft_valid_score, self.sft_valid_result
+            where = f" ({self.saved_model_file})" if saved else " (its weights are restored in the model)"
+            self.logger.info(
+                set_color("GRPO did not beat SFT", "yellow")
+                + f": no GRPO epoch improved valid {self.valid_metric} over the SFT checkpoint's "
+                f"{self.sft_valid_score}; the SFT checkpoint stands{where}."
+            )
+        elif not validated:
+            self.logger.info("GRPO ran without validation: its last weights are kept.")
+        elif verbose:
+            self.logger.info(
+                set_color("GRPO beat SFT", "yellow")
+                + f": valid {self.valid_metric} {self.sft_valid_score} -> {self.best_valid_score}"
+                + (f" (epoch {self.grpo_best_epoch})" if self.grpo_best_epoch is not None else "")
+            )
+        self._reference = None
+        self._sft_weights = None
+
+    def _rewrap_distributed(self):
+        r"""DistributedDataParallel registers the parameters that require grad when it is built (and broadcasts rank
+        0's weights): rebuild it whenever a stage changes the trainable set."""
+        if self.config["single_spec"]:
+            return
+        device_ids = None if self.device.type == "cpu" else [self.config["local_rank"]]
+        self.distributed_model = DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _grpo_parameter_names(self):
+        r"""Names of the parameters that the GRPO stage trains (``grpo_trainable``), among those SFT trained.
+
+        ``latent``: ``model.latent``. ``latent+head``: also every trained parameter outside the backbone and the item
+        representation (``ITEM_SIDE_MODULES``: item tables and text encoders, which pass 1 reads), i.e. FLR's
+        ``user_projection``. ``all``: every parameter SFT trained (LoRA adapters or the embedded backbone, item
+        tables, heads; a frozen pretrained LLM stays frozen).
+        """
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.grpo_trainable == "all":
+            return trainable
+        latent = {n for n in trainable if n.startswith("latent.")}
+        if self.grpo_trainable == "latent":
+            return latent
+        excluded = ("backbone",) + self.ITEM_SIDE_MODULES
+        return {n for n in trainable if n.split(".", 1)[0] not in excluded}
+
+    def _build_optimizer(self, **kwargs):
+        r"""RecBole's optimizer over the parameters that require grad only (nanoGPT's ``configure_optimizers``)."""
+        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        return super()._build_optimizer(**kwargs)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if self.stage == "grpo":
+            self.grpo_best_epoch = epoch
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+    def _checkpoint_state(self, epoch):
+        state = super()._checkpoint_state(epoch)
+        state["stage"] = self.stage  # which stage's weights these are: "sft" when the SFT checkpoint stands
+        return state
+
+    # ------------------------------------------------------------------ GRPO epoch
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._last_epoch = epoch_idx
+        if self.stage != "grpo":
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self._grpo_stats = dict.fromkeys(("n", "r", "r2", "a2", "clip", "kl"), 0.0)
+        losses = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func or self._grpo_loss, show_progress=show_progress
+        )
+        if self._grpo_stats["n"]:
+            for name, value in self.grpo_epoch_stats().items():
+                self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
+        return losses
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
+            return output
+        stats = self.grpo_epoch_stats()
+        des = self.config["loss_decimal_place"] or 4
+        return output + " [grpo " + ", ".join(
+            set_color(name, "blue") + f": {value:.{des}f}" for name, value in stats.items()
+        ) + "]"
+
+    def grpo_epoch_stats(self):
+        r"""The last GRPO epoch's statistics over all its samples.
+
+        Returns:
+            dict: ``reward_mean``, ``reward_std`` (population std over the epoch's B*G samples), ``adv_std`` (RMS of
+            the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every group's rewards
+            differ, lower when groups of equal rewards give zero advantages), ``clip_frac`` and ``kl`` (means per
+            sample; on rank 0 of a distributed run, its own samples).
+        """
+        s = self._grpo_stats
+        n = s["n"]
+        mean = s["r"] / n
+        return {
+            "reward_mean": mean,
+            "reward_std": math.sqrt(max(s["r2"] / n - mean * mean, 0.0)),
+            "adv_std": math.sqrt(s["a2"] / n),
+            "clip_frac": s["clip"] / n,
+            "kl": s["kl"] / n,
+        }
+
+    def _grpo_loss(self, interaction):
+        r"""Latent GRPO loss of one batch.
+
+        Returns:
+            tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
+            lambda_sparse * L_sparse), summed by RecBole's ``_train_epoch`` and logged separately.
+        """
+        model, G = self.model, self.grpo_num_generations
+        model.eval()  # dropout off: the policy is exactly N(r_theta, sigma^2 I)
+        item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        target = interaction[model.POS_ITEM_ID].repeat_interleave(G)  # [B*G]
+        with torch.no_grad():
+            pass1 = model.encode(item_seq, item_seq_len)
+        latent = model.reason(pass1)
+        thought = latent.thought  # [B D]
+        batch = thought.size(0)
+        thoughts, noise, sigma = sample_latents(
+            thought, G, self.grpo_noise_std, noise_free_first=self.grpo_noise_free_first
+        )  # [B*G D], [B*G D], [B*G]
+        if self.grpo_surrogate == "gaussian":
+            with torch.no_grad():
+                logits = model.item_scores(model.decode(pass1, thoughts.detach()))  # [B*G I]
+            logp = gaussian_logprob(thoughts.detach() - thought.repeat_interleave(G, dim=0), sigma)
+        else:
+            logits = model.item_scores(model.decode(pass1, thoughts))  # [B*G I]
+            logp = reward_logprob(logits, target)
+        rewards = REWARDS[self.grpo_reward](logits.detach(), target)  # [B*G]
+        advantages = group_advantages(rewards.view(batch, G)).view(-1)  # [B*G]
+        surrogate, clip_fraction = clipped_surrogate(
+            logp, logp.detach(), advantages, self.grpo_epsilon, self.grpo_epsilon_high
+        )
+        if self._reference is not None:
+            logp_ref = self._reference_logprob(item_seq, item_seq_len, pass1, thoughts.detach(), noise, sigma, target)
+            kl = kl_k3(logp, logp_ref).mean()
+        else:
+            kl = torch.zeros((), device=thought.device)
+        l_orth, l_div, l_sparse = model.regularisers(latent)
+
+        n = rewards.numel()
+        stats = self._grpo_stats
+        if stats is not None:
+            stats["n"] += n
+            stats["r"] += rewards.sum().item()
+            stats["r2"] += rewards.pow(2).sum().item()
+            stats["a2"] += advantages.pow(2).sum().item()
+            stats["clip"] += clip_fraction.item() * n
+            stats["kl"] += kl.item() * n
+        return (
+            surrogate,
+            self.grpo_beta * kl,
+            model.lambda_orth * l_orth,
+            model.lambda_div * l_div,
+            model.lambda_sparse * l_sparse,
+        )
+
+    def _reference_logprob(self, item_seq, item_seq_len, pass1, samples, noise, sigma, target):
+        r"""Log-likelihood of the same samples under the frozen SFT reference, no grad. Shape [B*G]."""
+        caller, weights = self._reference
+        model, G = self.model, self.grpo_num_generations
+        weights = {f"model.{name}": value for name, value in weights.items()}
+
+        def run(fn, *args):
+            return torch.func.functional_call(caller, weights, (fn,) + args)
+
+        with torch.no_grad():
+            if self.grpo_trainable == "all":
+                pass1 = run(model.encode, item_seq, item_seq_len)
+            thought_ref = run(model.reason, pass1).thought.repeat_interleave(G, dim=0)  # [B*G D]
+            if self.grpo_surrogate == "gaussian":
+                return gaussian_logprob(samples - thought_ref, sigma)
+            logits = run(lambda p1, t: model.item_scores(model.decode(p1, t)), pass1, thought_ref + noise)
+            return reward_logprob(logits, target)

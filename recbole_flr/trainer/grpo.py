@@ -1,0 +1,230 @@
+r"""
+recbole_flr.trainer.grpo
+########################
+The maths of FLR's latent GRPO stage as pure functions on tensors (no model, no config), so that tests check each
+one against hand-computed values.
+
+Shape letters: B histories in a batch, G samples per history (``grpo_num_generations``), N = B * G samples,
+D latent width, I items (column 0 is RecBole's padding item).
+
+Sample order everywhere is ``repeat_interleave``: row ``b * G + g`` is sample ``g`` of history ``b``, so
+``x.view(B, G)`` gives one group per row.
+
+References:
+    [PPO] Schulman et al., "Proximal Policy Optimization Algorithms", arXiv 1707.06347, eq. (7).
+    [GRPO] Shao et al., "DeepSeekMath", arXiv 2402.03300, sec. 4.1: group-relative advantages, k3 KL (eq. 4).
+    [DAPO] Yu et al., "DAPO", arXiv 2503.14476, eq. (10): decoupled clip range [1 - eps_low, 1 + eps_high].
+    [k3] Schulman, "Approximating KL divergence" (2020), the estimator trl uses for GRPO.
+    [trl] huggingface/trl ``GRPOTrainer`` (v0.14 loss with ratio ``exp(logp - logp.detach())``; v0.16+ clipping
+          with ``epsilon``/``epsilon_high`` and the per-sign clip ratio).
+"""
+
+import math
+
+import torch
+
+
+def group_advantages(rewards, eps=1e-4):
+    r"""Group-relative advantages [GRPO sec. 4.1.2]: :math:`A_{b,g} = (R_{b,g} - \mathrm{mean}_g R_b) /
+    (\mathrm{std}_g R_b + \epsilon)`.
+
+    Mean and std are taken over the G samples of ONE history only, so an advantage never depends on the batch
+    size, on the other histories in the batch, or on the number of processes (LatentR3 normalised over the
+    batch, which tied its results to 2 GPUs). The std is the unbiased one (Bessel's G - 1 normaliser, torch's
+    default ``std``, as trl computes it); ``eps`` = 1e-4 is trl's. Equal rewards give exactly zero advantages.
+
+    Args:
+        rewards (torch.Tensor): rewards, shape [B, G], G >= 2.
+        eps (float): added to the std so that a group of equal rewards divides 0 by ``eps``.
+
+    Returns:
+        torch.Tensor: advantages, shape [B, G].
+    """
+    if rewards.dim() != 2 or rewards.size(1) < 2:
+        raise ValueError(f"group_advantages needs rewards of shape [B, G] with G >= 2, got {tuple(rewards.shape)}")
+    mean = rewards.mean(dim=1, keepdim=True)  # [B 1]
+    std = rewards.std(dim=1, unbiased=True, keepdim=True)  # [B 1]
+    return (rewards - mean) / (std + eps)
+
+
+def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28):
+    r"""PPO clipped surrogate loss [PPO eq. 7] with a decoupled clip range [DAPO eq. 10], as trl's GRPO loss:
+
+    .. math::
+        \rho_i = \exp(\log\pi_\theta(a_i) - \log\pi_{old}(a_i)), \quad
+        L = -\frac{1}{N}\sum_i \min\big(\rho_i A_i,\ \mathrm{clip}(\rho_i, 1-\epsilon_{low}, 1+\epsilon_{high}) A_i\big)
+
+    Each sample is one "sequence" (one latent action), so the mean is over the N samples. With one policy update
+    per batch ``logp_old = logp_new.detach()``: then rho = 1, nothing is clipped and the gradient is
+    :math:`-\frac{1}{N}\sum_i A_i \nabla \log\pi_\theta(a_i)`, exactly trl v0.14's ``exp(logp - logp.detach()) * A``.
+
+    A sample is clipped (its gradient is zero) exactly when :math:`\rho_i > 1+\epsilon_{high}` and
+    :math:`A_i > 0`, or :math:`\rho_i < 1-\epsilon_{low}` and :math:`A_i < 0` (trl's ``is_high_clipped`` /
+    ``is_low_clipped``); a ratio on the boundary is not clipped.
+
+    Args:
+        logp_new (torch.Tensor): log-likelihood of each sample under the current policy (with grad), shape [N].
+        logp_old (torch.Tensor): the same under the policy that drew the samples (no grad), shape [N].
+        advantages (torch.Tensor): advantages, shape [N] (or [B, G], flattened in the same order).
+        eps_low (float): lower clip width, ``grpo_epsilon``.
+        eps_high (float): upper clip width, ``grpo_epsilon_high``.
+
+    Returns:
+        tuple(torch.Tensor, torch.Tensor): the loss (scalar) and the fraction of clipped samples (scalar, no grad).
+    """
+    advantages = advantages.reshape(-1)
+    ratio = torch.exp(logp_new - logp_old.detach())  # [N]
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
+    loss = -torch.min(unclipped, clipped).mean()
+    with torch.no_grad():
+        is_low = (ratio < 1.0 - eps_low) & (advantages < 0)
+        is_high = (ratio > 1.0 + eps_high) & (advantages > 0)
+        clip_fraction = (is_low | is_high).float().mean()
+    return loss, clip_fraction
+
+
+def kl_k3(logp_policy, logp_ref):
+    r"""Per-sample k3 estimate of :math:`KL(\pi_\theta \| \pi_{ref})` [k3; GRPO eq. 4], as trl computes it:
+
+    .. math:: \mathbb{D}_i = \exp(\log\pi_{ref} - \log\pi_\theta) - (\log\pi_{ref} - \log\pi_\theta) - 1
+
+    Non-negative, zero exactly where the policy equals the reference, unbiased for samples drawn from the policy.
+
+    Args:
+        logp_policy (torch.Tensor): log-likelihood of each sample under the policy (with grad), shape [N].
+        logp_ref (torch.Tensor): the same under the frozen reference, shape [N].
+
+    Returns:
+        torch.Tensor: per-sample KL estimates, shape [N]; the caller takes the mean.
+    """
+    delta = logp_ref - logp_policy
+    return torch.exp(delta) - delta - 1.0
+
+
+def gaussian_logprob(noise, sigma):
+    r"""Log-density of isotropic Gaussian noise: :math:`\log \mathcal{N}(\epsilon; 0, \sigma^2 I) =
+    -\frac{\|\epsilon\|^2}{2\sigma^2} - D\log\sigma - \frac{D}{2}\log 2\pi`.
+
+    The latent policy is :math:`r_i \sim \mathcal{N}(r_\theta, \sigma^2 I)`; pass ``noise = r_i.detach() - r_theta``
+    (r_theta with grad) to get :math:`\log\pi_\theta(r_i)` whose gradient is :math:`(r_i - r_\theta)/\sigma^2`.
+
+    Args:
+        noise (torch.Tensor): sample minus mean, shape [N, D].
+        sigma (torch.Tensor or float): standard deviation per sample, shape [N] (or a scalar), > 0.
+
+    Returns:
+        torch.Tensor: log-densities, shape [N].
+    """
+    dim = noise.size(-1)
+    sigma = torch.as_tensor(sigma, dtype=noise.dtype, device=noise.device)
+    return (
+        -0.5 * noise.pow(2).sum(dim=-1) / sigma.pow(2)
+        - dim * torch.log(sigma)
+        - 0.5 * dim * math.log(2 * math.pi)
+    )
+
+
+def _pessimistic_rank(logits, target):
+    r"""1-based rank of the target over the real items (column 0, the padding item, never counts), ties counted
+    against the target: the number of real items scored >= the target, the target included. Shape [N], no grad.
+
+    A scorer that gives every item the same score thus ranks the target last, not first.
+    """
+    logits = logits.detach()
+    target_score = logits.gather(1, target.reshape(-1, 1))  # [N 1]
+    real = logits[:, 1:]
+    rank = (real >= target_score).sum(dim=1)  # one pass over [N I]
+    return torch.where(rank == 0, real.size(1), rank)  # 0 only for a NaN target score: rank it last
+
+
+def reward_logprob(logits, target):
+    r"""Reward: :math:`\log p(i^* \mid r_i) = s_{i^*} - \log\sum_{j \ge 1} \exp s_j`, the log-probability of the
+    held-out next item under the full-item softmax, the padding column 0 excluded from the softmax.
+
+    Unlike the rank rewards it also sees margins: among samples whose scores are the same values in different
+    orders, the one that ranks the target first has the maximum reward; otherwise the largest softmax share wins.
+
+    Args:
+        logits (torch.Tensor): item scores, shape [N, I]; column 0 is the padding item.
+        target (torch.Tensor): target item ids (>= 1), shape [N].
+
+    Returns:
+        torch.Tensor: rewards (<= 0), shape [N]. Differentiable in ``logits`` (the ``target_logprob`` surrogate
+        uses that); detach it to use it as a reward.
+    """
+    # logsumexp over the real items: no [N, I] log-softmax output (the reward runs on B * G rows of all items)
+    return logits.gather(1, target.reshape(-1, 1)).squeeze(1) - torch.logsumexp(logits[:, 1:], dim=1)
+
+
+def reward_reciprocal_rank(logits, target):
+    r"""Reward: :math:`1 / \mathrm{rank}(i^*)`, rank 1-based over the real items (padding column 0 excluded).
+
+    Ties are broken against the target (pessimistic rank :math:`1 + |\{j \ge 1, j \ne i^*: s_j \ge s_{i^*}\}|`),
+    so only a target scored strictly above every other item gets the maximum reward 1.
+
+    Args:
+        logits (torch.Tensor): item scores, shape [N, I].
+        target (torch.Tensor): target item ids, shape [N].
+
+    Returns:
+        torch.Tensor: rewards in (0, 1], shape [N], no grad.
+    """
+    return 1.0 / _pessimistic_rank(logits, target).to(logits.dtype)
+
+
+def reward_ndcg_at_k(logits, target, k=10):
+    r"""Reward: NDCG@k of the single relevant item, :math:`1 / \log_2(\mathrm{rank}(i^*) + 1)` if rank <= k, else 0
+    (the ideal DCG of one relevant item is 1). Rank and ties as in :func:`reward_reciprocal_rank`.
+
+    Args:
+        logits (torch.Tensor): item scores, shape [N, I].
+        target (torch.Tensor): target item ids, shape [N].
+        k (int): cut-off.
+
+    Returns:
+        torch.Tensor: rewards in [0, 1], shape [N], no grad.
+    """
+    rank = _pessimistic_rank(logits, target).to(logits.dtype)
+    gain = 1.0 / torch.log2(rank + 1.0)
+    return torch.where(rank <= k, gain, torch.zeros_like(gain))
+
+
+REWARDS = {
+    "logprob": reward_logprob,
+    "reciprocal_rank": reward_reciprocal_rank,
+    "ndcg": reward_ndcg_at_k,
+}
+
+
+def sample_latents(thought, num_generations, noise_std_rel, generator=None, noise_free_first=False):
+    r"""Draw G latent thoughts per history from the latent policy :math:`r_{b,g} = r_b + \epsilon_{b,g}`,
+    :math:`\epsilon_{b,g} \sim \mathcal{N}(0, \sigma_b^2 I)`, with :math:`\sigma_b = \sigma_{rel}\,\mathrm{RMS}(r_b)`
+    and :math:`\mathrm{RMS}(r_b) = \sqrt{\frac{1}{D}\sum_d r_{b,d}^2}` (per history, detached: the noise scale is
+    a fixed exploration width, not something the policy learns).
+
+    The returned thoughts keep the gradient of ``thought`` (reparameterised: the ``target_logprob`` surrogate
+    differentiates through them); the Gaussian surrogate detaches them as actions.
+
+    Args:
+        thought (torch.Tensor): latent thoughts :math:`r_b`, shape [B, D].
+        num_generations (int): samples per history G.
+        noise_std_rel (float): :math:`\sigma_{rel}`, ``grpo_noise_std``.
+        generator (torch.Generator, optional): random source on ``thought``'s device; the global one if None.
+        noise_free_first (bool): sample g = 0 of each history is :math:`r_b` itself (zero noise).
+
+    Returns:
+        tuple(torch.Tensor, torch.Tensor, torch.Tensor): thoughts shape [B*G, D], noise shape [B*G, D],
+        sigma shape [B*G].
+    """
+    batch, dim = thought.shape
+    with torch.no_grad():
+        rms = thought.detach().pow(2).mean(dim=1).sqrt().clamp_min(1e-12)  # [B]; > 0 for the log-density
+        sigma = (noise_std_rel * rms).repeat_interleave(num_generations)  # [B*G]
+        noise = torch.randn(
+            batch * num_generations, dim, generator=generator, device=thought.device, dtype=thought.dtype
+        ) * sigma.unsqueeze(1)  # [B*G D]
+        if noise_free_first:
+            noise.view(batch, num_generations, dim)[:, 0] = 0.0
+    thoughts = thought.repeat_interleave(num_generations, dim=0) + noise  # [B*G D]
+    return thoughts, noise, sigma

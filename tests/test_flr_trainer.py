@@ -1,0 +1,160 @@
+"""FLRTrainer: SFT then latent GRPO on the tiny dataset; what trains, what is saved, what reloads."""
+
+import math
+import socket
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_flr.config import Config
+from recbole_flr.quick_start import load_data_and_model, run, run_recbole_flr
+from recbole_flr.trainer import FLRTrainer
+from recbole_flr.utils import get_model
+
+FAST = {"grpo_num_generations": 4, "grpo_epochs": 1, "grpo_learning_rate": 0.01}
+
+
+def _build(config_dict):
+    config = Config(model="FLR", dataset="tiny", config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    return config, model, train_data, valid_data, test_data
+
+
+def _snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
+def test_two_stage_run_saves_a_weights_only_checkpoint_that_reloads_to_the_same_test_metrics(
+    tiny_config_dict, tiny_llm_dir, backbone
+):
+    config_dict = {**tiny_config_dict, **FAST, "train_stages": ["sft", "grpo"]}
+    if backbone == "pretrained":
+        config_dict.update(llm_path=tiny_llm_dir, grpo_trainable="all")
+    result = run_recbole_flr("FLR", "tiny", config_dict=config_dict)
+    for metrics in (result["best_valid_result"], result["test_result"]):
+        assert metrics and all(math.isfinite(float(v)) for v in metrics.values())
+
+    checkpoint = torch.load(result["saved_model_file"], map_location="cpu", weights_only=True)
+    assert checkpoint["stage"] in ("sft", "grpo")
+    assert checkpoint["config"]["train_stages"] == ["sft", "grpo"]
+    assert any(key.startswith("latent.") for key in checkpoint["state_dict"])
+    assert "item_embedding.weight" in checkpoint["state_dict"]
+    if backbone == "pretrained":  # LoRA adapters yes, frozen base-LLM weights never
+        backbone_keys = [key for key in checkpoint["state_dict"] if key.startswith("backbone.")]
+        assert backbone_keys and all("lora_" in key for key in backbone_keys)
+
+    config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
+    reloaded = FLRTrainer(config, model).evaluate(test_data, load_best_model=False)
+    assert {k: float(v) for k, v in reloaded.items()} == pytest.approx(
+        {k: float(v) for k, v in result["test_result"].items()}, abs=1e-6
+    )
+
+
+def test_grpo_with_trainable_latent_changes_only_the_latent_module(tiny_config_dict):
+    config, model, train_data, _, _ = _build({**tiny_config_dict, **FAST, "train_stages": ["grpo"]})
+    trainer = FLRTrainer(config, model)
+    before = _snapshot(model)
+    requires_grad_before = {n: p.requires_grad for n, p in model.named_parameters()}
+    trainer.fit(train_data, None, saved=False)  # no validation: GRPO's last weights are kept
+    assert trainer.grpo_improved
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all(n.startswith("latent.") for n in changed), changed
+    assert torch.equal(model.item_embedding.weight, before["item_embedding.weight"])
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model.backbone.named_parameters(prefix="backbone"))
+    # the stage gives the SFT trainable set back
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == requires_grad_before
+    stats = trainer.grpo_epoch_stats()
+    assert all(math.isfinite(v) for v in stats.values()) and stats["reward_std"] > 0
+    assert stats["clip_frac"] == 0.0  # one update per batch: ratio 1, nothing clipped
+
+
+@pytest.mark.parametrize("grpo_wins", [False, True])
+def test_grpo_overwrites_the_sft_checkpoint_only_when_it_beats_it(tiny_config_dict, monkeypatch, grpo_wins):
+    config, model, train_data, valid_data, _ = _build({**tiny_config_dict, **FAST, "grpo_epochs": 2})
+    trainer = FLRTrainer(config, model)
+    real_valid_epoch = trainer._valid_epoch
+
+    def valid_epoch(valid_data, show_progress=False):
+        score, result = real_valid_epoch(valid_data, show_progress)
+        if trainer.stage == "grpo":  # GRPO validation scores are made worse (or better) than SFT's
+            score = score + 1.0 if grpo_wins else -1.0
+        return score, result
+
+    monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
+    sft_weights = {}
+    real_begin = trainer._begin_grpo
+
+    def begin_grpo(*args):
+        started = real_begin(*args)
+        sft_weights.update(_snapshot(model))  # the best SFT weights, reloaded from the checkpoint
+        return started
+
+    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    best_score, _ = trainer.fit(train_data, valid_data, saved=True)
+    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
+    latent_keys = [k for k in checkpoint["state_dict"] if k.startswith("latent.")]
+    saved_is_sft = all(torch.equal(checkpoint["state_dict"][k], sft_weights[k]) for k in latent_keys)
+
+    assert trainer.grpo_improved is grpo_wins
+    if grpo_wins:
+        assert checkpoint["stage"] == "grpo" and checkpoint["epoch"] >= 1 and not saved_is_sft
+        assert best_score == pytest.approx(trainer.sft_valid_score + 1.0, abs=0.05)
+    else:
+        # the SFT checkpoint stands: file untouched by GRPO, model weights reset to it, SFT score reported
+        assert checkpoint["stage"] == "sft" and checkpoint["epoch"] == 0 and saved_is_sft
+        assert all(torch.equal(p.detach(), sft_weights[n]) for n, p in model.named_parameters())
+        assert best_score == trainer.sft_valid_score == checkpoint["best_valid_score"]
+        assert trainer.cur_step == 2  # both GRPO epochs were counted as failures to improve
+
+
+def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
+    config, model, train_data, valid_data, _ = _build(
+        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_beta": 0.5, "grpo_learning_rate": 0.05}
+    )
+    trainer = FLRTrainer(config, model)
+    assert trainer._begin_grpo(None, False, False, False)
+    batch = next(iter(train_data)).to(config["device"])
+    losses = trainer._grpo_loss(batch)
+    assert len(losses) == 5 and losses[1].item() == 0.0  # policy == reference: k3 KL exactly 0
+    sum(losses).backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    assert trainer._grpo_loss(batch)[1].item() > 0.0
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train_stages", ["sft", "rl"]),
+        ("train_stages", ["grpo", "sft"]),
+        ("train_stages", "[sft, sft]"),
+        ("grpo_num_generations", 1),
+        ("grpo_trainable", "backbone"),
+        ("grpo_reward", "hit"),
+        ("grpo_surrogate", "ppo"),
+    ],
+)
+def test_invalid_stage_keys_raise_naming_the_key(tiny_config_dict, key, value):
+    config, model, *_ = _build({**tiny_config_dict, key: value})
+    with pytest.raises(ValueError, match=key):
+        FLRTrainer(config, model)
+
+
+def test_train_stages_as_written_on_the_command_line(tiny_config_dict):
+    config, model, *_ = _build({**tiny_config_dict, "train_stages": "[sft]"})  # RecBole leaves it a string
+    assert FLRTrainer(config, model).train_stages == ["sft"]
+
+
+def test_grpo_runs_in_two_processes(tiny_config_dict):
+    # DDP registers the trainable parameters when it is built: the GRPO stage must rebuild it for its own set
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    result = run("FLR", "tiny", config_dict={**tiny_config_dict, **FAST, "n_factors": 2}, nproc=2, port=port)
+    assert result is not None and all(math.isfinite(float(v)) for v in result["test_result"].values())
