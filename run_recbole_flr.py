@@ -3,6 +3,7 @@
     python run_recbole_flr.py --model=FLR --dataset=ml-100k
     python run_recbole_flr.py --model=SASRec --dataset=ml-1m --data_path=../shared/datasets
     python run_recbole_flr.py -m FLR -d ml-100k --config_files "a.yaml b.yaml" --n_factors=3
+    python run_recbole_flr.py -m FLR -d ml-100k --resume_from=saved/FLR-ml-100k-<time>-<id>-last.pth
 
 Any other ``--key=value`` reaches RecBole's Config and overrides the YAML files.
 """

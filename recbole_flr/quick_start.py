@@ -71,7 +71,9 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
         model (str, optional): model name (``FLR``, or any RecBole model such as ``SASRec``).
         dataset (str, optional): dataset name.
         config_file_list (list, optional): YAML files.
-        config_dict (dict, optional): parameters, overriding the YAML files.
+        config_dict (dict, optional): parameters, overriding the YAML files. ``resume_from`` (any model; also a YAML
+            key or ``--resume_from=``) continues an interrupted run from its ``<best>-last.pth`` checkpoint: give the
+            same settings; the best model keeps the interrupted run's file.
         saved (bool, optional): whether to save the best model and test it. Defaults to ``True``.
         queue (torch.multiprocessing.Queue, optional): where rank 0 puts the result when spawned.
 
@@ -96,6 +98,8 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(model)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["resume_from"]:  # an interrupted run's <best>-last.pth: README, "Resuming"
+        trainer.resume_checkpoint(config["resume_from"])
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )

@@ -1,6 +1,5 @@
 """RecBole's distributed mode on a CPU: two processes with gloo, through the plugin's ``run``."""
 
-import math
 import socket
 
 import pytest
@@ -27,11 +26,6 @@ def test_two_processes_evaluate_exactly_like_one(model, tiny_config_dict):
         assert double["test_result"][metric] == pytest.approx(float(value), abs=1e-6), metric
     checkpoint = torch.load(double["saved_model_file"], weights_only=True)
     assert checkpoint["config"]["model"] == model
-
-
-def test_two_processes_train(tiny_config_dict):
-    result = run("SASRec", "tiny", config_dict=dict(tiny_config_dict, epochs=2), nproc=2, port=free_port())
-    assert all(math.isfinite(value) for value in result["test_result"].values())
 
 
 def test_more_processes_than_devices_is_a_clear_error(tiny_config_dict):

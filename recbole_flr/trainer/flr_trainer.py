@@ -5,6 +5,7 @@ FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage a c
 """
 
 import math
+from collections import OrderedDict
 
 import torch
 import yaml
@@ -12,7 +13,13 @@ from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
 
-from recbole_flr.trainer.compat import SafeCheckpointMixin, load_checkpoint, load_model_state
+from recbole_flr.trainer.compat import (
+    CheckpointError,
+    SafeCheckpointMixin,
+    load_checkpoint,
+    load_model_state,
+    plain_result,
+)
 from recbole_flr.trainer.grpo import (
     REWARDS,
     clipped_surrogate,
@@ -78,7 +85,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
           latent module); ``target_logprob`` (LatentR3) back-propagates through pass 2 and the item scores, so only
           it trains a head.
         - Epochs are numbered on from the SFT stage (GRPO's first epoch is the one after SFT's last).
-        - ``resume_checkpoint`` resumes the SFT stage.
+        - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in, after
+          its epoch: SFT (the GRPO stage then starts as usual, from the best SFT checkpoint) or GRPO (with the GRPO
+          optimizer, early-stopping counter, the SFT score to beat and the SFT weights, which are both the fallback
+          and, with ``grpo_beta > 0``, the KL reference: all stored in the last checkpoint). A stage that had
+          finished (all its epochs, or early stopping) is not trained again. A best-model checkpoint resumes SFT
+          after its epoch, without the random states.
     """
 
     ITEM_SIDE_MODULES = ("item_embedding", "output_item_embedding", "word_embedding", "text_projection")
@@ -122,6 +134,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._sft_weights = None
         self._reference = None
         self._grpo_stats = None
+        self._resume = None  # the last checkpoint being resumed, until its stage starts
+        self._stage_start_epoch = 0
 
     @staticmethod
     def _read_stages(value):
@@ -152,19 +166,44 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         Returns:
             (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
         """
+        resume, self._resume = self._resume, None
         for stage in self.train_stages:
+            if resume is not None and resume["stage"] != stage:  # a stage before the resumed one: done
+                continue
+            if stage == "sft" and resume is not None and self._resume_finished:
+                # SFT had finished: go on to GRPO from the point where the interrupted run left SFT
+                self._resume_finished = False
+                self.stage, self._last_epoch, resume = "sft", resume["epoch"], None
+                self._restore_pending_rng(train_data)
+                continue
             if stage == "sft":
                 self._begin_sft()
-            elif not self._begin_grpo(valid_data, verbose, saved, show_progress):
+                if resume is not None:
+                    self._continue_stage(resume)
+            elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
                 continue
+            resume = None
             super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             if stage == "grpo":
                 self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
         self.stage = None
         return self.best_valid_score, self.best_valid_result
 
+    def _continue_stage(self, checkpoint):
+        r"""After the stage's own setup: continue it after the checkpoint's epoch with its optimizer and counter."""
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        if self._resume_finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
+            self.start_epoch = max(self.start_epoch, self.epochs)
+        self.logger.info(
+            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {checkpoint['epoch']}"
+            + (" (the stage had finished)" if self._resume_finished else "")
+        )
+
     def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch):
         self.stage = stage
+        self._stage_start_epoch = start_epoch
         self.start_epoch = start_epoch
         self.epochs = start_epoch + epochs
         self.learning_rate = learning_rate
@@ -173,17 +212,19 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.cur_step = 0
 
     def _begin_sft(self):
-        # RecBole's own keys keep their meaning; start_epoch stays as resume_checkpoint left it
-        self._set_stage(
-            "sft", self.config["epochs"] - self.start_epoch, self.config["learning_rate"],
-            self.config["stopping_step"], self.start_epoch,
-        )
+        # RecBole's own keys keep their meaning
+        self._set_stage("sft", self.config["epochs"], self.config["learning_rate"], self.config["stopping_step"], 0)
         self.logger.info(set_color("FLR stage [sft]", "pink") + f": epochs {self.start_epoch}..{self.epochs - 1}")
 
-    def _begin_grpo(self, valid_data, verbose, saved, show_progress):
+    def _begin_grpo(self, valid_data, verbose, saved, show_progress, resume=None):
         if self.grpo_epochs == 0:
             self.logger.info(set_color("FLR stage [grpo]", "pink") + ": grpo_epochs is 0, skipped")
             return False
+        if resume is not None:  # the weights, scores and SFT bar come from the last checkpoint
+            self.sft_valid_score = resume["sft_valid_score"]
+            result = resume["sft_valid_result"]
+            self.sft_valid_result = None if result is None else OrderedDict(result)
+            return self._start_grpo(resume)
         sft_ran = self.stage == "sft"
         if not sft_ran:
             self._last_epoch = self.start_epoch - 1  # after resume_checkpoint, GRPO numbers on from its epoch
@@ -203,7 +244,9 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             if saved:
                 self._save_checkpoint(self._last_epoch, verbose=verbose)
         self.sft_valid_score, self.sft_valid_result = self.best_valid_score, self.best_valid_result
+        return self._start_grpo(None)
 
+    def _start_grpo(self, resume):
         names = self._grpo_parameter_names()
         self._requires_grad_before = {n: p.requires_grad for n, p in self.model.named_parameters()}
         for name, param in self.model.named_parameters():
@@ -211,14 +254,23 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._rewrap_distributed()
         trained = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         # detached copies of what GRPO changes: the SFT weights to fall back on and, with beta > 0, the reference
-        self._sft_weights = {n: p.detach().clone() for n, p in trained.items()}
+        if resume is None:
+            self._sft_weights = {n: p.detach().clone() for n, p in trained.items()}
+        else:
+            self._sft_weights = {n: v.to(self.device) for n, v in resume["grpo_sft_weights"].items()}
+            if set(self._sft_weights) != set(trained):
+                raise CheckpointError(
+                    "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
+                    f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
+                )
         self._reference = (_Call(self.model), self._sft_weights) if self.grpo_beta > 0 else None
 
-        self._set_stage(
-            "grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, self._last_epoch + 1
-        )
-        self.grpo_best_epoch = None
+        start = self._last_epoch + 1 if resume is None else resume["stage_start_epoch"]
+        self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, start)
+        self.grpo_best_epoch = None if resume is None else resume["grpo_best_epoch"]
         self.optimizer = self._build_optimizer()
+        if resume is not None:
+            self._continue_stage(resume)
         self.logger.info(
             set_color("FLR stage [grpo]", "pink")
             + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
@@ -296,6 +348,41 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         state = super()._checkpoint_state(epoch)
         state["stage"] = self.stage  # which stage's weights these are: "sft" when the SFT checkpoint stands
         return state
+
+    def _resume_state(self, finished):
+        state = super()._resume_state(finished)
+        # "stage" (from _checkpoint_state) is the stage being trained; the GRPO stage also needs its bar and weights
+        state["stage_start_epoch"] = self._stage_start_epoch
+        if self.stage == "grpo":
+            state["sft_valid_score"] = float(self.sft_valid_score)
+            state["sft_valid_result"] = plain_result(self.sft_valid_result)
+            state["grpo_best_epoch"] = self.grpo_best_epoch
+            state["grpo_sft_weights"] = self._sft_weights
+        return state
+
+    def resume_checkpoint(self, resume_file):
+        r"""Continue an interrupted run: a last checkpoint resumes the stage it was written in (SFT or GRPO) after its
+        epoch; a best-model checkpoint resumes SFT after its epoch (see the class notes)."""
+        checkpoint = self._read_resume_checkpoint(resume_file)
+        if not checkpoint.get("last"):
+            if "sft" not in self.train_stages:
+                return  # GRPO alone from these weights, its epochs numbered on from the checkpoint's (no optimizer)
+            if checkpoint.get("stage") == "grpo":
+                raise CheckpointError(
+                    f"{resume_file} holds GRPO weights but not the GRPO stage's state (SFT score, SFT weights): "
+                    "resume from the run's '-last.pth' checkpoint instead."
+                )
+            checkpoint = {**checkpoint, "stage": "sft"}
+        stage = checkpoint["stage"]
+        if stage not in self.train_stages:
+            raise CheckpointError(
+                f"{resume_file} was written in stage {stage!r}, which train_stages {self.train_stages} does not run."
+            )
+        self._resume = checkpoint
+        self.logger.info(
+            f"Checkpoint {resume_file} loaded: stage {stage}, epoch {checkpoint['epoch']}"
+            + (" (the stage had finished)" if self._resume_finished else "")
+        )
 
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
