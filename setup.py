@@ -26,7 +26,8 @@ setup(
         "pyyaml>=5.1",
         "matplotlib>=3.5",  # explain and robustness figures, benchmark plots
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # gguf: llm_gguf_file (GGUF checkpoints through transformers); the tests write a tiny GGUF themselves
+    extras_require={"test": ["pytest>=7", "gguf>=0.10.0"], "gguf": ["gguf>=0.10.0"]},
     scripts=["run_recbole_flr.py"],
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -21,6 +21,7 @@ EMBEDDED_ARCHS = ("qwen2", "llama", "mistral")
 MAX_TITLE_TOKENS = 32
 TEXT_BATCH_SIZE = 64
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+GGUF_SUFFIX = ".gguf"
 
 
 class DecoderBackbone(nn.Module):
@@ -172,9 +173,71 @@ def resolve_llm_path(llm_path):
     if os.path.exists(path) or not _HUB_ID.match(str(llm_path)) or str(llm_path).startswith((".", "~")):
         raise ValueError(
             f"llm_path='{llm_path}' does not exist: give a local directory holding a causal LM saved with "
-            "save_pretrained, or a hub id such as 'Qwen/Qwen2.5-0.5B' (or ~ for the embedded backbone)."
+            "save_pretrained, a .gguf file, or a hub id such as 'Qwen/Qwen2.5-0.5B' (or ~ for the embedded backbone)."
         )
     return str(llm_path)
+
+
+def gguf_available():
+    r"""Whether transformers can read GGUF files (the ``gguf`` package, at the version transformers requires)."""
+    from transformers.utils import is_gguf_available
+
+    return is_gguf_available()
+
+
+def _gguf_files(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(GGUF_SUFFIX)) if os.path.isdir(folder) else []
+
+
+def resolve_checkpoint(llm_path, llm_gguf_file=None):
+    r"""Where the pretrained LLM is: ``(directory or hub id, GGUF file name or None)``.
+
+    A GGUF checkpoint is given either as ``llm_path`` pointing at the ``.gguf`` file itself, or as ``llm_path`` (a
+    directory or hub repo) plus ``llm_gguf_file``, a file name inside it or an absolute path.
+
+    Raises:
+        ValueError: naming ``llm_gguf_file`` (or ``llm_path``) when the file is absent, when both keys name different
+            files, or when the ``gguf`` package is missing.
+    """
+    if llm_gguf_file in ("~", "None", "none", ""):  # ~ given on the command line arrives as a string
+        llm_gguf_file = None
+    path = os.path.expanduser(str(llm_path))
+    if os.path.isfile(path) and path.endswith(GGUF_SUFFIX):
+        folder, name = os.path.split(os.path.abspath(path))
+        if llm_gguf_file and os.path.basename(os.path.expanduser(str(llm_gguf_file))) != name:
+            raise ValueError(
+                f"llm_gguf_file='{llm_gguf_file}' contradicts llm_path='{llm_path}', which is already a GGUF file: "
+                "set llm_gguf_file: ~ (or llm_path to the directory holding llm_gguf_file)."
+            )
+        llm_gguf_file = name
+    elif not llm_gguf_file:
+        folder = resolve_llm_path(llm_path)
+        found = _gguf_files(folder)
+        if found and not os.path.exists(os.path.join(folder, "config.json")):
+            raise ValueError(
+                f"llm_path='{llm_path}' holds GGUF files {found} but no config.json: set llm_gguf_file to one of "
+                "them, or llm_path to the .gguf file itself."
+            )
+        return folder, None
+    else:
+        folder = resolve_llm_path(llm_path)
+        wanted = os.path.expanduser(str(llm_gguf_file))
+        local = os.path.isdir(folder)
+        if os.path.isabs(wanted) or local:
+            target = os.path.join(folder, wanted) if local else wanted  # join keeps an absolute ``wanted``
+            if not os.path.isfile(target):
+                listed = f"; GGUF files in llm_path: {_gguf_files(folder)}" if local else ""
+                raise ValueError(
+                    f"llm_gguf_file='{llm_gguf_file}' does not exist (looked for {target}){listed}. Give a .gguf file "
+                    "name inside llm_path, an absolute .gguf path, or ~ for a save_pretrained directory."
+                )
+            folder, llm_gguf_file = os.path.split(os.path.abspath(target))
+    if not gguf_available():
+        raise ValueError(
+            f"the GGUF checkpoint '{llm_gguf_file}' (llm_gguf_file, or llm_path ending in .gguf) needs the gguf "
+            "package, version >= 0.10.0: pip install gguf"
+        )
+    return folder, llm_gguf_file
 
 
 def linear_module_names(model):
@@ -182,24 +245,27 @@ def linear_module_names(model):
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)})
 
 
-def load_pretrained_backbone(llm_path, device):
+def load_pretrained_backbone(llm_path, device, llm_gguf_file=None):
     r"""Load a pretrained causal LM and its tokenizer; keep the decoder body, frozen.
 
     bf16 on CUDA, float32 otherwise. The vocabulary-sized LM head is dropped (tied weights stay with the
-    input embeddings that the body keeps).
+    input embeddings that the body keeps). A GGUF checkpoint (see :func:`resolve_checkpoint`) is read by
+    transformers' GGUF loader, which de-quantises its weights to ``dtype``; its tokenizer comes from the same file.
 
     Returns:
         DecoderBackbone: the frozen backbone with its tokenizer (LoRA is added by :func:`add_lora`).
     """
-    path = resolve_llm_path(llm_path)
+    path, gguf_file = resolve_checkpoint(llm_path, llm_gguf_file)
     on_cuda = torch.device(device).type == "cuda"
     dtype = torch.bfloat16 if on_cuda else torch.float32
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    source = {"gguf_file": gguf_file} if gguf_file else {}
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **source)
+    tokenizer = AutoTokenizer.from_pretrained(path, **source)
     body = lm.get_decoder().to(device)
     del lm
     body.requires_grad_(False)
-    getLogger().info(f"Loaded pretrained backbone from {path} ({dtype}, hidden size {body.config.hidden_size}).")
+    where = os.path.join(path, gguf_file) if gguf_file else path
+    getLogger().info(f"Loaded pretrained backbone from {where} ({dtype}, hidden size {body.config.hidden_size}).")
     return DecoderBackbone(body, tokenizer=tokenizer, pretrained=True)
 
 

@@ -17,10 +17,12 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import FeatureType
 from torch import nn
+from transformers import DynamicCache
 
 from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
 from recbole_flr.model.latent_reasoning import (
     FactorizedLatentReasoning,
+    LatentOutput,
     diversity_loss,
     orthogonality_loss,
     sparsity_loss,
@@ -78,6 +80,7 @@ class FLR(SequentialRecommender):
         self.attn_dropout_prob = config["attn_dropout_prob"]
         self.initializer_range = config["initializer_range"]
         self.llm_path = config["llm_path"]
+        self.llm_gguf_file = config["llm_gguf_file"]
         self.llm_arch = config["llm_arch"]
         self.llm_prompt = config["llm_prompt"]
         self.lora_r = config["lora_r"]
@@ -92,11 +95,12 @@ class FLR(SequentialRecommender):
         self.lambda_div = float(config["lambda_div"] or 0.0)
         self.lambda_sparse = float(config["lambda_sparse"] or 0.0)
         self.loss_type = config["loss_type"]
+        self.train_all_positions = config["train_all_positions"]
         self._check_config()
 
         # define layers and loss
         if self.llm_path:
-            self.backbone = load_pretrained_backbone(self.llm_path, self.device)
+            self.backbone = load_pretrained_backbone(self.llm_path, self.device, self.llm_gguf_file)
             self.hidden_size = self.backbone.hidden_size  # the LLM's width, whatever the YAML says
         else:
             self.backbone = build_embedded_backbone(
@@ -117,6 +121,7 @@ class FLR(SequentialRecommender):
         )
         self.user_projection = nn.Linear(self.hidden_size, self.hidden_size)
         self.loss_fct = nn.CrossEntropyLoss()
+        self._build_training_windows(dataset)
 
         # parameters initialization
         for name, module in self.named_children():
@@ -145,6 +150,8 @@ class FLR(SequentialRecommender):
         return self.decode(pass1, self.reason(pass1).thought)  # [B D]
 
     def calculate_loss(self, interaction):
+        if self.train_all_positions:
+            return self._all_positions_loss(interaction)
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         pass1 = self.encode(item_seq, item_seq_len)
@@ -260,6 +267,9 @@ class FLR(SequentialRecommender):
                 raise ValueError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
         if self.loss_type != "CE":
             raise ValueError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
+        if self.llm_gguf_file not in (None, "~") and not self.llm_path:
+            raise ValueError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path to "
+                             "the .gguf file itself and llm_gguf_file: ~.")
         if self.llm_prompt and not self.llm_path:
             raise ValueError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
 
@@ -288,7 +298,132 @@ class FLR(SequentialRecommender):
         words = dataset.field2id_token[self.item_text_field]
         titles = [" ".join(words[row[row > 0]].tolist()) for row in title_ids.numpy()]
         features = self.backbone.embed_texts(titles, self.device)  # [n_items D], float32
+        # a real LLM's pooled states have norms in the tens (SmolLM2-135M: ~40), which made the text part swamp the ID
+        # embedding and start the CE far above log(n_items): rescale to mean norm 1 (empty titles stay 0)
+        norms = features.norm(dim=-1)
+        features = features / (norms[norms > 0].mean() if (norms > 0).any() else 1.0)
         # recomputed from the base LLM whenever the model is built, so not written to checkpoints
         self.register_buffer("item_text_features", features, persistent=False)
         self.text_projection = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
         getLogger().info(f"Embedded {len(titles)} item titles ({self.item_text_field}) with the pretrained LLM.")
+
+    # ---------------------------------------------------------------- train_all_positions: one pass per window
+    def _build_training_windows(self, dataset):
+        r"""Keys of the training rows that ``train_all_positions`` trains on.
+
+        RecBole's training set holds every prefix of every user (a sliding window of at most L items once a history
+        is longer). Per user, the rows kept are those whose targets are the last one, L before it, 2L before it, ...:
+        their windows tile the user's training targets, so the loss at every position of the kept rows covers each
+        target exactly once, with the window's own prefix as context (as the original SASRec trains).
+        """
+        if self.train_all_positions in (None, False):
+            self.train_all_positions = False
+            return
+        if self.train_all_positions is not True:
+            raise ValueError(f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False.")
+        feat = dataset.inter_feat
+        users = feat[self.USER_ID].long()
+        # RecBole writes each user's prefixes in time order; a stable sort keeps that order within a user
+        users_sorted, order = torch.sort(users, stable=True)
+        _, counts = torch.unique_consecutive(users_sorted, return_counts=True)
+        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        rank_from_end = torch.repeat_interleave(counts, counts) - 1 - (torch.arange(len(users)) - starts)
+        kept = order[rank_from_end % self.max_seq_length == 0]
+        keys = self._row_keys(
+            users[kept], feat[self.ITEM_SEQ][kept], feat[self.ITEM_SEQ_LEN][kept], feat[self.POS_ITEM_ID][kept]
+        )
+        self.register_buffer("training_window_keys", torch.sort(keys).values, persistent=False)
+        getLogger().info(f"train_all_positions: {len(kept)} of {len(users)} training rows are trained on.")
+
+    @staticmethod
+    def _row_keys(users, item_seq, item_seq_len, target):
+        r"""A 64-bit hash of (user, window length, target, first item) naming a training row, shape [B]."""
+        key = users.long()
+        for part in (item_seq_len, target, item_seq[:, 0]):
+            key = key * 1_000_003 + part.long()  # int64 wraps around: a collision only adds or drops one window
+        return key
+
+    def _all_positions_loss(self, interaction):
+        r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        keys = self._row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target)
+        table = self.training_window_keys
+        keep = table[torch.searchsorted(table, keys).clamp_max(table.numel() - 1)] == keys  # [B]
+        if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
+            zero = self.item_embedding.weight.sum() * 0.0
+            return zero, zero, zero, zero
+        logits, targets, latent = self.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
+        ce = self.loss_fct(logits, targets)
+        orth, div, sparse = self.regularisers(latent)
+        return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
+
+    def all_positions_forward(self, item_seq, item_seq_len, target):
+        r"""Scores at every real position of each history in one pass.
+
+        Position t gets the scores :meth:`full_sort_predict` gives for the prefix ending at t: pass 1 is causal,
+        the latent module's attention of position t is masked to positions <= t, and pass 2 decodes one thought
+        token per position over pass 1's cache with the positions after t hidden.
+
+        Args:
+            item_seq (torch.Tensor): right-padded histories, shape [B, L].
+            item_seq_len (torch.Tensor): shape [B].
+            target (torch.Tensor): the item after each whole history, shape [B].
+
+        Returns:
+            tuple: logits [N, n_items] of the N real positions (row-major over (b, t)), their next items [N], and
+            the :class:`LatentOutput` of those positions (factors [N, K, D], attention [N, K, L], prefix masks).
+        """
+        batch, length = item_seq.shape
+        pass1 = self.encode(item_seq, item_seq_len)
+        mask = pass1.mask
+        norms = self.item_embeddings(item_seq).norm(dim=-1) * mask  # [B L]
+        prefix_norm = norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as encode's input_norm
+        latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm)
+        rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
+        prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
+        state = self._decode_all_positions(pass1, latent.thought)[rows, steps]  # [N D]
+        logits = self.item_scores(self.user_projection(state))  # [N n_items]
+        next_items = torch.cat([item_seq[:, 1:], item_seq.new_zeros(batch, 1)], dim=1)
+        next_items[torch.arange(batch, device=mask.device), item_seq_len - 1] = target
+        positions = LatentOutput(
+            latent.thought[rows, steps], latent.factors[rows, steps], latent.attention[rows, steps],
+            latent.gates[rows, steps], latent.all_gates[rows, steps], prefix,
+        )  # fmt: skip
+        return logits, next_items[rows, steps], positions
+
+    def _decode_all_positions(self, pass1, thought):
+        r"""Pass 2 for every position at once: L thought tokens after pass 1's cache (left unchanged), the one of
+        position t seeing the prefix, history positions <= t and itself only (a 4D mask), at position id P + t + 1.
+
+        Args:
+            pass1 (Pass1): from :meth:`encode`, batch B, history length L.
+            thought (torch.Tensor): one thought per position, shape [B, L, D].
+
+        Returns:
+            torch.Tensor: the thought tokens' last-layer states, shape [B, L, D] (float32; padding rows unused).
+        """
+        batch, length = pass1.mask.shape
+        n_prompt = pass1.attention_mask.size(1) - length
+        causal = torch.ones(length, length, dtype=torch.bool, device=thought.device).tril()
+        allowed = torch.cat(
+            [
+                pass1.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1),  # [B L P]
+                causal[None] & pass1.mask[:, None, :],  # [B L L] history positions <= t
+                torch.eye(length, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1),  # itself
+            ],
+            dim=-1,
+        )  # [B L P+2L]
+        dtype = self.backbone.dtype
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=thought.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B 1 L P+2L]
+        position_ids = (n_prompt + 1 + torch.arange(length, device=thought.device))[None].expand(batch, -1)
+        out = self.backbone.body(
+            inputs_embeds=thought.to(dtype),
+            attention_mask=additive,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self.backbone._cache_arg: DynamicCache(ddp_cache_data=pass1.cache)},
+        )
+        return out["last_hidden_state"].float()

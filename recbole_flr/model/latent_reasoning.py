@@ -95,6 +95,40 @@ class FactorizedLatentReasoning(nn.Module):
         thought = thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[:, None]
         return LatentOutput(thought, factors, attention, beta, torch.stack(gates, dim=1), mask)
 
+    def forward_positions(self, hidden, mask, target_norm):
+        r"""One latent thought per history position at once: the thought of position t is exactly what
+        :meth:`forward` gives for the prefix ending at t (z_0 = the state at t, attention over real positions <= t).
+
+        Used to take the loss at every position of a sequence in one pass (``train_all_positions``).
+
+        Args:
+            hidden (torch.Tensor): pass-1 states, shape [B, L, D] (causal, so position t saw only its prefix).
+            mask (torch.Tensor): True at real history positions, shape [B, L]; position 0 is real.
+            target_norm (torch.Tensor): the norm each position's thought is scaled to, shape [B, L].
+
+        Returns:
+            LatentOutput: thought [B, L, D], factors [B, L, K, D], attention [B, L, K, L] (zero after t and on
+            padding), gates [B, L, K], all_gates [B, L, T, K], and ``mask`` as given.
+        """
+        length = hidden.size(1)
+        keys, values = self.key(hidden), self.value(hidden)  # [B L D]
+        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()  # [L(query) L(key)]
+        blocked = ~(causal[None] & mask[:, None, :])[:, :, None, :]  # [B L 1 L]
+        z, gates = hidden, []
+        for _ in range(self.latent_steps):
+            queries = z[:, :, None, :] + self.factor_embedding  # [B L K D]
+            queries = torch.einsum("blkd,ked->blke", queries, self.query_weight) + self.query_bias
+            scores = torch.einsum("blke,bme->blkm", queries, keys) / self.hidden_size**0.5  # [B L K L]
+            attention = scores.masked_fill(blocked, float("-inf")).softmax(-1).masked_fill(blocked, 0.0)
+            factors = torch.einsum("blkm,bmd->blkd", attention, values)  # [B L K D]
+            gate_in = torch.cat([z[:, :, None, :].expand_as(factors), factors], dim=-1)  # [B L K 2D]
+            beta = self.gate(gate_in).squeeze(-1).softmax(-1)  # [B L K]
+            z = self.norm(z + (beta[..., None] * factors).sum(2))
+            gates.append(beta)
+        thought = self.output(z)
+        thought = thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[..., None]
+        return LatentOutput(thought, factors, attention, beta, torch.stack(gates, dim=2), mask)
+
 
 def _mean_off_diagonal(gram):
     r"""Mean of the off-diagonal entries of a batch of K x K matrices [B, K, K]; 0 when K = 1."""

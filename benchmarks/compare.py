@@ -1,0 +1,623 @@
+"""FLR against RecBole's SASRec, BERT4Rec and GRU4Rec on the same data, split, evaluator and history length.
+
+Every run is one subprocess that calls :func:`recbole_flr.quick_start.run_recbole_flr` (the machinery behind
+``run_recbole_flr.py``) with ``recbole_flr/properties/protocol.yaml`` (LS valid_and_test, order TO, full ranking,
+Recall/NDCG/MRR/Hit at 5/10/20, selection on valid NDCG@10) plus the dataset's plugin YAML (history length). The
+subprocess only instruments RecBole's trainer (timing, the wall-clock budget); the training itself is unchanged.
+
+Per run it records: test (and best valid) metrics, epochs run and epoch of the best valid score, training time per
+epoch and in total, the share of that time spent waiting for RecBole's data loader, training samples (rows of the
+train loader) per second, peak RSS of the subprocess (``os.wait4``), full-ranking inference throughput (test users
+per second of ``trainer.evaluate``), whether the budget cut it, and the exact command that reproduces the row.
+
+Budget (``--time_budget`` seconds per run, training only): checked after every batch; when it is spent the epoch
+ends early, is validated, and training stops (RecBole's early-stopping flag is raised), so the best checkpoint is
+still the one tested. A cut epoch counts as a fraction. With FLR the budget covers both stages (SFT, GRPO); a stage
+that begins after the budget is spent runs one batch and is validated (the SFT checkpoint stands if it is worse).
+
+Tuning (``--trials N``): the same random search for every model, FLR included: N configurations drawn with a fixed
+seed from the model's declared grid (:data:`GRIDS`), each trained once (first seed, same budget), the best on valid
+NDCG@10 rerun on every seed as variant ``tuned``. RecBole's defaults are the variant ``default``.
+
+FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1 (one factor), noreg (all three regularisers
+off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT only, so compare it with nogrpo: the loss at
+every position of one window per user instead of one pass per RecBole prefix sample).
+
+    python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
+        --time_budget 600 --ablations
+    python benchmarks/compare.py --models SASRec --datasets ml-1m --data_path ../shared/datasets --trials 8
+    python benchmarks/compare.py --report_only --datasets ml-100k      # rebuild the tables from the JSON
+
+Writes benchmarks/results/compare-<dataset>.json (every run), .md (tables) and .png (test NDCG@10 against training
+time), and copies the Markdown tables into docs/benchmarks.md (between markers, one section per dataset).
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a checkout, installed or not
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+PROTOCOL = "recbole_flr/properties/protocol.yaml"
+MODELS = ("FLR", "SASRec", "BERT4Rec", "GRU4Rec")
+METRICS = [f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "hit") for k in (5, 10, 20)]
+
+#: FLR ablations: the config each variant adds on top of the run's config.
+VARIANTS = {
+    "default": {},
+    "K1": {"n_factors": 1},
+    "noreg": {"lambda_orth": 0.0, "lambda_div": 0.0, "lambda_sparse": 0.0},
+    "nogrpo": {"train_stages": ["sft"]},
+    "allpos": {"train_all_positions": True, "train_stages": ["sft"]},  # compare with nogrpo
+}
+
+#: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
+_LR = [0.0005, 0.001, 0.002, 0.005]
+GRIDS = {
+    "SASRec": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
+               "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5]},
+    "BERT4Rec": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
+                 "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+                 "mask_ratio": [0.2, 0.4, 0.6]},
+    "GRU4Rec": {"learning_rate": _LR, "embedding_size": [64, 128], "hidden_size": [64, 128, 256],
+                "num_layers": [1, 2], "dropout_prob": [0.1, 0.2, 0.3, 0.5]},
+    "FLR": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
+            "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+            "n_factors": [2, 4, 8]},
+}
+
+
+# ----------------------------------------------------------------------------------------------- worker process
+def _worker(spec_file):
+    r"""One run in this process: run_recbole_flr with an instrumented trainer; writes the result next to the spec."""
+    with open(spec_file) as f:
+        spec = json.load(f)
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import recbole.trainer.trainer as recbole_trainer
+
+    import recbole_flr.quick_start as quick_start
+    from recbole_flr.utils import get_trainer
+
+    budget = spec["time_budget"]
+    state = {"start": None, "cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False}
+
+    def over_budget():
+        return budget and state["start"] is not None and time.time() - state["start"] > budget
+
+    class Budgeted:
+        r"""The train loader, stopped after the batch that spends the budget; times the loader's own work."""
+
+        def __init__(self, loader, record):
+            self.loader, self.record = loader, record
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __getattr__(self, name):
+            return getattr(self.loader, name)
+
+        def __iter__(self):
+            iterator = iter(self.loader)
+            while True:
+                tick = time.time()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                self.record["data_s"] += time.time() - tick
+                self.record["batches"] += 1
+                self.record["samples"] += len(batch)
+                yield batch
+                if over_budget():
+                    state["cut"] = True
+                    self.record["cut"] = self.record["batches"] < len(self.loader)
+                    return
+
+    original_early_stopping = recbole_trainer.early_stopping
+
+    def early_stopping(*args, **kwargs):
+        best, cur_step, stop, update = original_early_stopping(*args, **kwargs)
+        return best, cur_step, stop or bool(state["cut"] or over_budget()), update
+
+    recbole_trainer.early_stopping = early_stopping
+
+    def instrumented_get_trainer(model_type, model_name):
+        base = get_trainer(model_type, model_name)
+
+        class Instrumented(base):
+            def fit(self, *args, **kwargs):
+                state["start"] = time.time()
+                try:
+                    return super().fit(*args, **kwargs)
+                finally:
+                    state["fit_s"] = time.time() - state["start"]
+                    state["fit_done"] = True
+
+            def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+                record = {"epoch": epoch_idx, "stage": getattr(self, "stage", "train"), "batches": 0,
+                          "samples": 0, "data_s": 0.0, "cut": False, "n_batches": len(train_data)}
+                tick = time.time()
+                out = super()._train_epoch(Budgeted(train_data, record), epoch_idx, loss_func, show_progress)
+                record["train_s"] = time.time() - tick
+                state["epochs"].append(record)
+                return out
+
+            def _valid_epoch(self, valid_data, show_progress=False):
+                tick = time.time()
+                score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+                state["valid"].append({"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
+                                       "stage": getattr(self, "stage", "train"), "valid_s": time.time() - tick,
+                                       "score": float(score)})
+                return score, result
+
+            def evaluate(self, eval_data, *args, **kwargs):
+                tick = time.time()
+                result = super().evaluate(eval_data, *args, **kwargs)
+                if state["fit_done"]:
+                    users = getattr(eval_data, "uid_list", None)
+                    n = len(users) if users is not None else len(eval_data._dataset)
+                    state["test"] = {"users": n, "seconds": time.time() - tick}
+                return result
+
+        return Instrumented
+
+    quick_start.get_trainer = instrumented_get_trainer
+    result = quick_start.run_recbole_flr(
+        spec["model"], spec["dataset"], config_file_list=[os.path.join(ROOT, PROTOCOL)],
+        config_dict=spec["config"], saved=True,
+    )
+    out = {
+        "test_result": {k: float(v) for k, v in result["test_result"].items()},
+        "best_valid_result": {k: float(v) for k, v in (result["best_valid_result"] or {}).items()},
+        "best_valid_score": float(result["best_valid_score"]),
+        "epochs": state["epochs"], "valid": state["valid"], "fit_s": state.get("fit_s"), "test": state["test"],
+        "cut": state["cut"], "torch_threads": torch.get_num_threads(),
+    }
+    with open(spec["out"], "w") as f:
+        json.dump(out, f, indent=1)
+
+
+# ----------------------------------------------------------------------------------------------- one run
+def variant_config(variant):
+    r"""The config of a variant; ``a+b`` combines variants (``allpos+K1``: one factor, trained on all positions)."""
+    config = {}
+    for part in variant.split("+"):
+        config.update(VARIANTS[part])
+    return config
+
+
+def _cli_value(value):
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _commands(args, model, dataset, seed, variant, extra):
+    r"""(compare.py command that reproduces the row exactly, run_recbole_flr.py command with the same config)."""
+    compare = ["python", "benchmarks/compare.py", "--models", model, "--datasets", dataset, "--seeds", str(seed),
+               "--variants", variant, "--time_budget", str(args.time_budget), "--threads", str(args.threads)]
+    if args.data_path:
+        compare += ["--data_path", args.data_path]
+    pairs = [f"{k}={_cli_value(v)}" for k, v in {**args.config, **extra}.items()]
+    if pairs:
+        compare += ["--config"] + pairs
+    config = _run_config(args, dataset, seed, variant, extra, for_command=True)
+    direct = ["python", "run_recbole_flr.py", f"--model={model}", f"--dataset={dataset}",
+              f"--config_files={PROTOCOL}"] + [f"--{k}={_cli_value(v)}" for k, v in config.items()]
+    return shlex.join(compare), shlex.join(direct)
+
+
+def _data_path(args, dataset):
+    if args.data_path and os.path.isdir(os.path.join(args.data_path, dataset)):
+        return os.path.abspath(args.data_path)
+    return None  # RecBole's default (ml-100k ships with RecBole; it downloads its named datasets)
+
+
+def _run_config(args, dataset, seed, variant, extra, for_command=False):
+    config = {"seed": seed, "reproducibility": True}
+    path = _data_path(args, dataset)
+    if path:
+        config["data_path"] = args.data_path if for_command else path
+    config.update(variant_config(variant))
+    config.update(args.config)
+    config.update(extra)
+    if not for_command:
+        config.update({"show_progress": False, "checkpoint_dir": os.path.join(args.scratch, "saved")})
+    return config
+
+
+def run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
+    r"""Train and test one configuration in a subprocess; returns the row (or an ``error``)."""
+    extra = dict(extra or {})
+    compare_cmd, direct_cmd = _commands(args, model, dataset, seed, variant, extra)
+    row = {"model": model, "dataset": dataset, "seed": seed, "variant": label or variant, "config": extra,
+           "command": compare_cmd, "run_recbole_flr_command": direct_cmd, "time_budget": args.time_budget}
+    os.makedirs(args.scratch, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=args.scratch, delete=False) as f:
+        out = f.name[:-5] + "-out.json"
+        json.dump({"model": model, "dataset": dataset, "threads": args.threads, "time_budget": args.time_budget,
+                   "config": _run_config(args, dataset, seed, variant, extra), "out": out}, f)
+    print(f"[compare] {model} {row['variant']} {dataset} seed {seed}: {compare_cmd}", flush=True)
+    tick, load = time.time(), os.getloadavg()
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_worker", f.name], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate()  # read stderr first so a chatty child cannot block, then reap it
+    row["wall_s"] = time.time() - tick
+    row["load_avg_1min"] = {"start": load[0], "end": os.getloadavg()[0]}  # other users of a shared machine
+    row["peak_rss_mb"] = _peak_rss_mb(proc)
+    if proc.returncode or not os.path.exists(out):
+        row["error"] = (stderr or "")[-2000:]
+        print(f"[compare]   failed: {row['error'][-500:]}", flush=True)
+        return row
+    with open(out) as f:
+        row.update(_summarise(json.load(f)))
+    print(f"[compare]   test ndcg@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}, "
+          f"{row['epochs_run']:.2f} epochs, {row['train_s']:.0f} s, cut {row['cut']}", flush=True)
+    return row
+
+
+def _peak_rss_mb(proc):
+    # Popen.communicate reaped the child with waitpid; its rusage went into RUSAGE_CHILDREN. The per-child value
+    # is kept on the Popen object by _wait4_rss (see main), else fall back to the maximum over all children so far.
+    rss = getattr(proc, "peak_rss_kb", None)
+    if rss is None:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return rss / 1024.0
+
+
+def _summarise(raw):
+    epochs = raw["epochs"]
+    sft = [e for e in epochs if e["stage"] in ("train", "sft")]
+    full = [e for e in sft if not e["cut"] and e["batches"] == e["n_batches"]]
+    train_s = sum(e["train_s"] for e in epochs)
+    valid_s = sum(v["valid_s"] for v in raw["valid"])
+    samples = sum(e["samples"] for e in epochs)
+    if full:
+        per_epoch, estimated = sum(e["train_s"] for e in full) / len(full), False
+    elif sft and sft[0]["batches"]:
+        per_epoch, estimated = sft[0]["train_s"] * sft[0]["n_batches"] / sft[0]["batches"], True
+    else:
+        per_epoch, estimated = float("nan"), True
+    valid = raw["valid"]
+    best = max(valid, key=lambda v: v["score"]) if valid else None
+    test = raw["test"] or {}
+    return {
+        "test_result": raw["test_result"], "best_valid_result": raw["best_valid_result"],
+        "best_valid_score": raw["best_valid_score"], "cut": bool(raw["cut"]),
+        "epochs_run": sum(e["batches"] / max(e["n_batches"], 1) for e in epochs),
+        "sft_epochs_run": sum(e["batches"] / max(e["n_batches"], 1) for e in sft),
+        "best_epoch": best["epoch"] if best else None, "best_stage": best["stage"] if best else None,
+        "epoch_s": per_epoch, "epoch_s_estimated": estimated, "train_s": train_s, "valid_s": valid_s,
+        "fit_s": raw["fit_s"], "data_share": sum(e["data_s"] for e in epochs) / train_s if train_s else None,
+        "samples_per_s": samples / train_s if train_s else None,
+        "infer_users_per_s": test.get("users", 0) / test["seconds"] if test.get("seconds") else None,
+        "learning_curve": [(v["epoch"], v["stage"], v["score"]) for v in valid],
+        "epoch_records": epochs, "torch_threads": raw["torch_threads"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- step cost
+def step_cost(args, dataset):
+    r"""Seconds per training step of every model and FLR variant, back to back in one process on the same machine
+    load: ``--step_cost`` steps (forward, backward, Adam) on batches of RecBole's train loader, after one warm-up
+    step, plus the loader's own time per batch. An epoch's cost is the median step times the loader's length."""
+    import torch
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_flr.config import Config
+    from recbole_flr.utils import get_model
+
+    torch.set_num_threads(args.threads)
+    out = []
+    for model_name in args.models:
+        for variant in (args.variants if model_name == "FLR" else ["default"]):
+            config_dict = _run_config(args, dataset, args.seeds[0], variant, {})
+            config_dict.update({"gpu_id": "" if not torch.cuda.is_available() else config_dict.get("gpu_id", 0)})
+            config = Config(model=model_name, dataset=dataset, config_file_list=[os.path.join(ROOT, PROTOCOL)],
+                            config_dict=config_dict)
+            init_seed(config["seed"], config["reproducibility"])
+            train_data, _, _ = data_preparation(config, create_dataset(config))
+            init_seed(config["seed"], config["reproducibility"])
+            model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+            model.train()
+            iterator, batches, tick = iter(train_data), [], time.time()
+            for _ in range(args.step_cost + 1):
+                batches.append(next(iterator).to(config["device"]))
+            load_s = (time.time() - tick) / len(batches)
+            times = []
+            for batch in batches:
+                tick = time.time()
+                loss = model.calculate_loss(batch)
+                loss = sum(loss) if isinstance(loss, tuple) else loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                times.append(time.time() - tick)
+            step = sorted(times[1:])[len(times[1:]) // 2]
+            row = {"model": model_name, "variant": variant, "batch_rows": len(batches[0]), "step_s": step, "steps": times[1:], "loader_s": load_s,
+                   "batches_per_epoch": len(train_data), "epoch_s": (step + load_s) * len(train_data),
+                   "load_avg_1min": os.getloadavg()[0]}
+            print(f"[step_cost] {model_name} {variant}: {step:.3f} s/step, loader {load_s:.3f} s/batch, "
+                  f"epoch about {row['epoch_s']:.0f} s", flush=True)
+            out.append(row)
+    base = next((r["epoch_s"] for r in out if r["model"] == "SASRec"), None)
+    lines = [f"### {dataset}: training cost per epoch, measured back to back", "",
+             f"Machine: {machine_info(args.threads)}. {args.step_cost} timed steps per model after one warm-up step "
+             f"(median), batches of {out[0]['batch_rows'] if out else '-'} rows; "
+             "epoch = (step + loader time per batch) x batches per epoch.", "",
+             "| Model | Variant | s/step | Loader s/batch | Batches/epoch | s/epoch | vs SASRec |", "|---|---|---|---|---|---|---|"]
+    for r in out:
+        ratio = f"{r['epoch_s'] / base:.2f}x" if base else "-"
+        lines.append(f"| {r['model']} | {r['variant']} | {r['step_s']:.3f} | {r['loader_s']:.3f} | "
+                     f"{r['batches_per_epoch']} | {r['epoch_s']:.0f} | {ratio} |")
+    command = shlex.join(["python", "benchmarks/compare.py", *sys.argv[1:]])
+    lines += ["", f"Command: `{command}`", ""]
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"compare-{dataset}-step-cost.json"), "w") as f:
+        json.dump({"machine": machine_info(args.threads), "command": command, "rows": out}, f, indent=1)
+    with open(os.path.join(RESULTS, f"compare-{dataset}-step-cost.md"), "w") as f:
+        f.write("\n".join(lines))
+    _update_doc(f"{dataset}-step-cost", "\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------- tuning
+def draw_trials(model, n, seed=0):
+    r"""``n`` distinct configurations from ``GRIDS[model]``, drawn with a fixed seed (the same for every model)."""
+    grid, rng, seen, out = GRIDS[model], random.Random(seed), set(), []
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    while len(out) < min(n, size):
+        trial = {key: rng.choice(values) for key, values in grid.items()}
+        if model in ("SASRec", "BERT4Rec", "FLR"):
+            trial["inner_size"] = 4 * trial["hidden_size"]
+        key = json.dumps(trial, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(trial)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
+def aggregate(rows):
+    r"""One entry per (model, variant): mean and sample std over seeds of every metric and cost."""
+    groups = {}
+    for row in rows:
+        if "error" not in row:
+            groups.setdefault((row["model"], row["variant"]), []).append(row)
+    out = []
+    for (model, variant), runs in groups.items():
+        entry = {"model": model, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
+                 "cut": sum(r["cut"] for r in runs), "commands": [r["command"] for r in runs]}
+        for metric in METRICS:
+            entry[metric] = _mean_std([r["test_result"].get(metric) for r in runs])
+        for key in ("epochs_run", "best_epoch", "epoch_s", "train_s", "samples_per_s", "peak_rss_mb",
+                    "infer_users_per_s", "data_share"):
+            entry[key] = _mean_std([r.get(key) for r in runs])
+        entry["epoch_s_estimated"] = any(r["epoch_s_estimated"] for r in runs)
+        out.append(entry)
+    order = {m: i for i, m in enumerate(MODELS)}
+    return sorted(out, key=lambda e: (order.get(e["model"], 99), e["variant"]))
+
+
+def _fmt(pair, digits=4, plus=True):
+    mean, std = pair
+    if mean is None:
+        return "-"
+    text = f"{mean:.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if plus and std else "")
+
+
+def markdown(dataset, rows, meta):
+    agg = aggregate(rows)
+    lines = [f"### {dataset}", "",
+             f"Machine: {meta['machine']}. Budget per run: {meta['time_budget'] or 'none'} s of training. "
+             f"Mean ± sample std over the seeds listed; `cut` = runs stopped by the budget (not converged).", "",
+             "| Model | Variant | Seeds | NDCG@10 | Recall@10 | MRR@10 | Hit@10 | Epochs run | Best epoch | s/epoch "
+             "| Train s | Samples/s | Data-loader share | Peak RSS MB | Infer users/s | Cut |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in agg:
+        est = " (est.)" if e["epoch_s_estimated"] else ""
+        lines.append(
+            f"| {e['model']} | {e['variant']} | {len(e['seeds'])} | {_fmt(e['ndcg@10'])} | {_fmt(e['recall@10'])} | "
+            f"{_fmt(e['mrr@10'])} | {_fmt(e['hit@10'])} | {_fmt(e['epochs_run'], 2)} | {_fmt(e['best_epoch'], 1)} | "
+            f"{_fmt(e['epoch_s'], 0)}{est} | {_fmt(e['train_s'], 0)} | {_fmt(e['samples_per_s'], 0)} | "
+            f"{_fmt(e['data_share'], 2)} | {_fmt(e['peak_rss_mb'], 0)} | {_fmt(e['infer_users_per_s'], 0)} | "
+            f"{e['cut']}/{len(e['seeds'])} |")
+    lines += ["", "All test metrics (mean over seeds):", "",
+              "| Model | Variant | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for e in agg:
+        lines.append(f"| {e['model']} | {e['variant']} | " + " | ".join(_fmt(e[m], 4, False) for m in METRICS) + " |")
+    lines += ["", "Runs (each line's command reproduces it; `run_recbole_flr.py` equivalents, without the budget, "
+              f"are in `benchmarks/results/compare-{dataset}.json`):", ""]
+    for row in rows:
+        status = "error" if "error" in row else f"NDCG@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}"
+        load = row.get("load_avg_1min")
+        if load:
+            status += f", load average {load['start']:.1f} at start, {load['end']:.1f} at end"
+        lines.append(f"- {row['model']} {row['variant']} seed {row['seed']} ({status}): `{row['command']}`")
+    return "\n".join(lines) + "\n"
+
+
+def plot(dataset, rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for e in aggregate(rows):
+        (x, xs), (y, ys) = e["train_s"], e["ndcg@10"]
+        if x is None or y is None:
+            continue
+        ax.errorbar(x, y, xerr=xs or None, yerr=ys or None, fmt="o", capsize=3,
+                    label=f"{e['model']} {e['variant']}" + (" (cut)" if e["cut"] else ""))
+    ax.set_xscale("log")
+    ax.set_xlabel("training time per run, s (log)")
+    ax.set_ylabel("test NDCG@10")
+    ax.set_title(f"{dataset}: quality against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(dataset, rows, meta):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"compare-{dataset}")
+    with open(base + ".json", "w") as f:
+        json.dump({"meta": meta, "runs": rows, "aggregate": aggregate(rows)}, f, indent=1)
+    table = markdown(dataset, rows, meta)
+    with open(base + ".md", "w") as f:
+        f.write(table)
+    if any("error" not in r for r in rows):
+        plot(dataset, rows, base + ".png")
+    _update_doc(dataset, table + f"\n![{dataset}](../benchmarks/results/compare-{dataset}.png)\n")
+
+
+def _update_doc(dataset, section):
+    begin, end = f"<!-- compare:{dataset}:begin -->", f"<!-- compare:{dataset}:end -->"
+    text = open(DOC).read() if os.path.exists(DOC) else "# Benchmarks\n\n"
+    block = f"{begin}\n{section}{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    with open(DOC, "w") as f:
+        f.write(text)
+
+
+def machine_info(threads):
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch threads {threads}, load average at start {load}"
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _patch_popen_rusage():
+    r"""Make Popen reap its child with ``os.wait4`` so each run's own peak RSS is known (not the max of all)."""
+    original = subprocess.Popen._try_wait
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, status, usage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            return original(self, wait_flags)
+        if pid == self.pid:
+            self.peak_rss_kb = usage.ru_maxrss
+        return pid, status
+
+    subprocess.Popen._try_wait = _try_wait
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--time_budget", type=float, default=0, help="seconds of training per run; 0: none")
+    parser.add_argument("--data_path", default=None, help="folder holding the datasets (ml-100k: RecBole's own)")
+    parser.add_argument("--config", nargs="*", default=[], help="key=value for every run (YAML values)")
+    parser.add_argument("--variants", nargs="+", default=["default"], help=f"FLR variants: {list(VARIANTS)}")
+    parser.add_argument("--ablations", action="store_true", help="run every FLR variant")
+    parser.add_argument("--trials", type=int, default=0, help="random-search trials per model (0: defaults only)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--step_cost", type=int, default=0,
+                        help="only time this many training steps per model, back to back (no training to the end)")
+    parser.add_argument("--append", action="store_true", help="keep the runs already in the dataset's JSON")
+    parser.add_argument("--report_only", action="store_true", help="only rebuild tables and plot from the JSON")
+    parser.add_argument("--scratch", default=os.path.join(ROOT, "benchmarks", "scratch", "compare"))
+    parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.config = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.config)}
+    if args.ablations:
+        args.variants = list(VARIANTS)
+    unknown = [v for v in args.variants if any(part not in VARIANTS for part in v.split("+"))]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if args.time_budget and args.time_budget == int(args.time_budget):
+        args.time_budget = int(args.time_budget)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args._worker:
+        return _worker(args._worker)
+    _patch_popen_rusage()
+    for dataset in args.datasets:
+        if args.step_cost:
+            step_cost(args, dataset)
+            continue
+        path = os.path.join(RESULTS, f"compare-{dataset}.json")
+        old = json.load(open(path)) if os.path.exists(path) and (args.append or args.report_only) else None
+        rows = old["runs"] if old else []
+        meta = old["meta"] if old else {
+            "machine": machine_info(args.threads), "time_budget": args.time_budget, "protocol": PROTOCOL,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
+            "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}}}
+        if args.report_only:
+            if old:
+                write_report(dataset, rows, meta)
+            continue
+        for model in args.models:
+            variants = args.variants if model == "FLR" else ["default"]
+            for variant in variants:
+                for seed in args.seeds:
+                    rows.append(run_one(args, model, dataset, seed, variant))
+                    write_report(dataset, rows, meta)
+            if args.trials:
+                trials = []
+                for i, trial in enumerate(draw_trials(model, args.trials)):
+                    row = run_one(args, model, dataset, args.seeds[0], "default", trial, label=f"trial{i}")
+                    rows.append(row)
+                    trials.append(row)
+                    write_report(dataset, rows, meta)
+                good = [r for r in trials if "error" not in r]
+                if good:
+                    best = max(good, key=lambda r: r["best_valid_score"])
+                    for seed in args.seeds:
+                        rows.append(run_one(args, model, dataset, seed, "default", best["config"], label="tuned"))
+                        write_report(dataset, rows, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

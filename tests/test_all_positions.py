@@ -1,0 +1,84 @@
+"""``train_all_positions``: the loss at every position in one pass equals the per-prefix model's, and the kept windows
+cover every training target exactly once."""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_flr import Config, run_recbole_flr
+from recbole_flr.model import FLR
+
+
+def build(config_dict, **overrides):
+    config = Config(model="FLR", dataset="tiny", config_dict=dict(config_dict, **overrides))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    return FLR(config, train_data._dataset), train_data
+
+
+@pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
+def test_every_position_scores_like_its_prefix(tiny_config_dict, tiny_llm_dir, backbone):
+    extra = {"llm_path": tiny_llm_dir, "llm_prompt": "red"} if backbone == "pretrained" else {}
+    model, train_data = build(tiny_config_dict, train_all_positions=True, **extra)
+    model.eval()
+    batch = next(iter(train_data))
+    seq, length, target = batch["item_id_list"][:6], batch["item_length"][:6], batch["item_id"][:6]
+    with torch.no_grad():
+        logits, next_items, latent = model.all_positions_forward(seq, length, target)
+        rows, steps = (torch.arange(seq.size(1))[None] < length[:, None]).nonzero(as_tuple=True)
+        assert logits.shape == (int(length.sum()), model.n_items)
+        prefix = torch.where(torch.arange(seq.size(1))[None] <= steps[:, None], seq[rows], 0)  # [N L]
+        expected = model.full_sort_predict({model.ITEM_SEQ: prefix, model.ITEM_SEQ_LEN: steps + 1})
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+        wanted = torch.where(steps + 1 < length[rows], seq[rows, (steps + 1).clamp_max(seq.size(1) - 1)], target[rows])
+        assert torch.equal(next_items, wanted)
+        # the per-prefix cross-entropy, and the regularisers' inputs, are the prefix model's
+        ce = torch.nn.functional.cross_entropy(logits, next_items, reduction="none")
+        torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(expected, wanted, reduction="none"))
+        reference = model.reason(model.encode(prefix, steps + 1))
+        torch.testing.assert_close(latent.attention, reference.attention, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(latent.factors, reference.factors, rtol=1e-4, atol=1e-5)
+        assert torch.equal(latent.mask, reference.mask)
+
+
+def test_kept_windows_cover_every_training_target_once(tiny_config_dict):
+    model, train_data = build(tiny_config_dict, train_all_positions=True, MAX_ITEM_LIST_LENGTH=4)
+    feat = train_data._dataset.inter_feat
+    users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
+    keys = model._row_keys(users, seq, length, target)
+    kept = torch.isin(keys, model.training_window_keys)
+    assert 0 < kept.sum() < len(users)
+    covered = Counter()
+    _, next_items, _ = model.all_positions_forward(seq[kept], length[kept], target[kept])
+    owners = users[kept].repeat_interleave(length[kept])
+    covered.update(zip(owners.tolist(), next_items.tolist()))
+    assert covered == Counter(zip(users.tolist(), target.tolist()))  # each (user, target) row exactly once
+
+
+def test_loss_trains_only_kept_windows_and_backpropagates(tiny_config_dict):
+    model, train_data = build(tiny_config_dict, train_all_positions=True, lambda_sparse=0.1)
+    batch = next(iter(train_data))
+    losses = model.calculate_loss(batch)
+    assert len(losses) == 4 and all(torch.isfinite(part) for part in losses)
+    sum(losses).backward()
+    assert model.latent.query_weight.grad.abs().sum() > 0
+    assert model.item_embedding.weight.grad.abs().sum() > 0
+    empty = {key: batch[key][:0] for key in ("user_id", "item_id_list", "item_length", "item_id")}
+    assert float(sum(model.calculate_loss(empty)).detach()) == 0.0
+
+
+def test_invalid_value_is_rejected(tiny_config_dict):
+    with pytest.raises(ValueError, match="train_all_positions"):
+        build(tiny_config_dict, train_all_positions="yes")
+
+
+def test_one_epoch_run_with_the_switch(tiny_config_dict):
+    config = dict(tiny_config_dict, train_all_positions=True, train_stages=["sft"])
+    result = run_recbole_flr(model="FLR", dataset="tiny", config_dict=config)
+    assert result["test_result"] and all(math.isfinite(v) for v in result["test_result"].values())
