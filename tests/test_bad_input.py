@@ -59,7 +59,7 @@ def test_bad_llm_paths_are_named(monkeypatch, tiny_dataset_dir, tiny_llm_dir, tm
     not_a_model.mkdir()
     (not_a_model / "notes.txt").write_text("weights elsewhere")
     code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={not_a_model}"))
-    assert code != 0 and "llm_path" in message and str(not_a_model) in message
+    assert code != 0 and f"llm_path={str(not_a_model)!r} is not a causal LM" in message
     code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={tiny_llm_dir}",
                                                      "--lora_target_modules=['query_key_value']"))  # fmt: skip
     assert code != 0 and "lora_target_modules" in message and "q_proj" in message

@@ -259,8 +259,14 @@ def load_pretrained_backbone(llm_path, device, llm_gguf_file=None):
     on_cuda = torch.device(device).type == "cuda"
     dtype = torch.bfloat16 if on_cuda else torch.float32
     source = {"gguf_file": gguf_file} if gguf_file else {}
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **source)
-    tokenizer = AutoTokenizer.from_pretrained(path, **source)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **source)
+        tokenizer = AutoTokenizer.from_pretrained(path, **source)
+    except (OSError, ValueError, KeyError) as error:  # what transformers raises for a folder it cannot read
+        raise ValueError(
+            f"llm_path={llm_path!r} is not a causal LM with a tokenizer that transformers can load "
+            f"(a folder written by save_pretrained, a .gguf file, or a hub id): {str(error).splitlines()[0]}"
+        ) from None
     body = lm.get_decoder().to(device)
     del lm
     body.requires_grad_(False)
