@@ -45,8 +45,10 @@ def test_padding_never_changes_the_user_vector(tiny_config_dict, tiny_llm_dir, b
         torch.testing.assert_close(model(garbage, length), user, rtol=1e-4, atol=1e-5)
 
 
-def test_decode_reuses_pass1_without_changing_it(tiny_config_dict):
-    model, train_data, _ = build(tiny_config_dict)
+@pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
+def test_decode_reuses_pass1_without_changing_it(tiny_config_dict, tiny_llm_dir, backbone):
+    extra = {} if backbone == "embedded" else {"llm_path": tiny_llm_dir, "llm_prompt": "red"}
+    model, train_data, _ = build(tiny_config_dict, **extra)
     model.eval()
     batch = first_batch(train_data)
     with torch.no_grad():
@@ -60,7 +62,11 @@ def test_decode_reuses_pass1_without_changing_it(tiny_config_dict):
         for (k0, v0), (k1, v1) in zip(before, pass1.cache):
             assert torch.equal(k0, k1) and torch.equal(v0, v1)
         noisy = thought.repeat_interleave(2, dim=0) + torch.randn(2 * thought.size(0), thought.size(1))
-        assert not torch.allclose(model.decode(pass1, noisy)[0], model.decode(pass1, noisy)[1])
+        grouped = model.decode(pass1, noisy)
+        assert not torch.allclose(grouped[0], grouped[1])
+        # the G thought tokens of a history never see each other: each equals its own one-token decode
+        torch.testing.assert_close(grouped[0::2], model.decode(pass1, noisy[0::2]), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(grouped[1::2], model.decode(pass1, noisy[1::2]), atol=1e-5, rtol=1e-4)
 
 
 def test_full_sort_predict_agrees_with_predict(tiny_config_dict):

@@ -73,24 +73,21 @@ class DecoderBackbone(nn.Module):
         hidden, cache = self._run(inputs_embeds, attention_mask, position_ids)
         return hidden, tuple((layer.keys, layer.values) for layer in cache.layers)
 
-    def step(self, inputs_embeds, attention_mask, position_ids, kv, repeats=1):
+    def step(self, inputs_embeds, attention_mask, position_ids, kv):
         r"""Pass 2: one extra token per row on top of a pass-1 cache, which is left unchanged.
 
         ``DynamicCache.update`` concatenates into new tensors held by a fresh cache object, so the (keys, values)
         tensors of ``kv`` are never written to and the step can be repeated on the same pass 1.
 
         Args:
-            inputs_embeds (torch.Tensor): shape [B', 1, D] with B' = B * repeats.
-            attention_mask (torch.Tensor): shape [B', S + 1].
-            position_ids (torch.Tensor): shape [B', 1].
+            inputs_embeds (torch.Tensor): shape [B, 1, D].
+            attention_mask (torch.Tensor): shape [B, S + 1].
+            position_ids (torch.Tensor): shape [B, 1].
             kv (tuple): pass-1 cache from :meth:`prefill`, batch B.
-            repeats (int): rows per pass-1 history (``repeat_interleave`` order).
 
         Returns:
-            torch.Tensor: the new token's last-layer state, shape [B', D] (float32).
+            torch.Tensor: the new token's last-layer state, shape [B, D] (float32).
         """
-        if repeats > 1:
-            kv = [(k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)) for k, v in kv]
         hidden, _ = self._run(inputs_embeds, attention_mask, position_ids, DynamicCache(ddp_cache_data=kv))
         return hidden[:, -1]
 

@@ -215,11 +215,17 @@ class FLR(SequentialRecommender):
         if thought.size(0) % batch:
             raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
         group = thought.size(0) // batch
-        attention_mask = torch.cat([pass1.attention_mask, pass1.attention_mask.new_ones(batch, 1)], dim=1)
-        attention_mask = attention_mask.repeat_interleave(group, dim=0)  # [B' P+L+1]
-        position_ids = pass1.thought_position.repeat_interleave(group)[:, None]  # [B' 1]
-        state = self.backbone.step(thought[:, None], attention_mask, position_ids, pass1.cache, repeats=group)
-        return self.user_projection(state)
+        if group == 1:
+            attention_mask = torch.cat([pass1.attention_mask, pass1.attention_mask.new_ones(batch, 1)], dim=1)
+            position_ids = pass1.thought_position[:, None]  # [B 1]
+            return self.user_projection(self.backbone.step(thought[:, None], attention_mask, position_ids, pass1.cache))
+        # G thoughts of a history as G tokens over ONE copy of its cache, each seeing the history and itself (GRPO):
+        # repeating the cache G times cost more than the rest of the GRPO step on amazon-games
+        history = pass1.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
+        itself = torch.eye(group, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1)  # [B G G]
+        position_ids = pass1.thought_position[:, None].expand(-1, group)  # [B G]
+        states = self._run_thoughts(pass1, thought.view(batch, group, -1), torch.cat([history, itself], -1), position_ids)
+        return self.user_projection(states.reshape(batch * group, -1))
 
     def item_scores(self, user):
         r"""Scores of all items, shape [B', n_items] (column 0 is the padding item)."""
@@ -415,12 +421,26 @@ class FLR(SequentialRecommender):
             ],
             dim=-1,
         )  # [B L P+2L]
-        dtype = self.backbone.dtype
-        additive = torch.zeros(allowed.shape, dtype=dtype, device=thought.device)
-        additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B 1 L P+2L]
         position_ids = (n_prompt + 1 + torch.arange(length, device=thought.device))[None].expand(batch, -1)
+        return self._run_thoughts(pass1, thought, allowed, position_ids)
+
+    def _run_thoughts(self, pass1, thoughts, allowed, position_ids):
+        r"""T thought tokens per history after pass 1's cache (left unchanged), under a 4D mask.
+
+        Args:
+            pass1 (Pass1): from :meth:`encode`, batch B.
+            thoughts (torch.Tensor): shape [B, T, D].
+            allowed (torch.Tensor): bool, which cached positions and thought tokens each thought sees, [B, T, P+L+T].
+            position_ids (torch.Tensor): position ids of the thought tokens, [B, T].
+
+        Returns:
+            torch.Tensor: the thought tokens' last-layer states, shape [B, T, D] (float32).
+        """
+        dtype = self.backbone.dtype
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=thoughts.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B 1 T P+L+T]
         out = self.backbone.body(
-            inputs_embeds=thought.to(dtype),
+            inputs_embeds=thoughts.to(dtype),
             attention_mask=additive,
             position_ids=position_ids,
             use_cache=True,
