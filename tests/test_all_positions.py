@@ -6,26 +6,16 @@ from collections import Counter
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
-from recbole_flr import Config, run_recbole_flr
-from recbole_flr.model import FLR
+from recbole_flr import run_recbole_flr
 
-
-def build(config_dict, **overrides):
-    config = Config(model="FLR", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return FLR(config, train_data._dataset), train_data
+from conftest import build_flr as build
 
 
 @pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
 def test_every_position_scores_like_its_prefix(tiny_config_dict, tiny_llm_dir, backbone):
     extra = {"llm_path": tiny_llm_dir, "llm_prompt": "red"} if backbone == "pretrained" else {}
-    model, train_data = build(tiny_config_dict, train_all_positions=True, **extra)
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, **extra)
     model.eval()
     batch = next(iter(train_data))
     seq, length, target = batch["item_id_list"][:6], batch["item_length"][:6], batch["item_id"][:6]
@@ -48,7 +38,7 @@ def test_every_position_scores_like_its_prefix(tiny_config_dict, tiny_llm_dir, b
 
 
 def test_kept_windows_cover_every_training_target_once(tiny_config_dict):
-    model, train_data = build(tiny_config_dict, train_all_positions=True, MAX_ITEM_LIST_LENGTH=4)
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, MAX_ITEM_LIST_LENGTH=4)
     feat = train_data._dataset.inter_feat
     users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
     keys = model._row_keys(users, seq, length, target)
@@ -62,7 +52,7 @@ def test_kept_windows_cover_every_training_target_once(tiny_config_dict):
 
 
 def test_loss_trains_only_kept_windows_and_backpropagates(tiny_config_dict):
-    model, train_data = build(tiny_config_dict, train_all_positions=True, lambda_sparse=0.1)
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, lambda_sparse=0.1)
     batch = next(iter(train_data))
     losses = model.calculate_loss(batch)
     assert len(losses) == 4 and all(torch.isfinite(part) for part in losses)

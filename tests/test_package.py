@@ -210,7 +210,7 @@ def test_failed_download_is_one_clear_error(tiny_config_dict, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(recbole.utils.url, "download_url", offline)
-    with pytest.raises(DatasetNotFoundError, match=r"\[ml-1m\].*download failed") as error:
+    with pytest.raises(DatasetNotFoundError, match=r"\[ml-1m\].*download failed"):
         run_recbole_flr(model="SASRec", dataset="ml-1m", config_dict=dict(tiny_config_dict, dataset="ml-1m"))
     assert not os.path.exists(os.path.join(tiny_config_dict["data_path"], "ml-1m"))  # no half-made folder
 
