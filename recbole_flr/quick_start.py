@@ -46,6 +46,11 @@ def run(
     import torch.multiprocessing as mp
 
     _check_nproc(nproc, (config_dict or {}).get("gpu_id"))
+    # RecBole's processes each create ./log/<model> and checkpoint_dir with a check-then-mkdir that races: one
+    # of them then dies with FileExistsError. Create them once here.
+    paths = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    for folder in (os.path.join("log", paths["model"]), paths["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     world_size = nproc if world_size == -1 else world_size
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
