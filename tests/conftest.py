@@ -42,11 +42,13 @@ def tiny_dataset_dir(tmp_path, monkeypatch):
     return str(data_path)
 
 
-@pytest.fixture
-def tiny_config_dict(tiny_dataset_dir, tmp_path):
-    r"""RecBole settings for a run on ``tiny`` that takes seconds."""
-    return {
-        "data_path": tiny_dataset_dir,
+def tiny_settings(folder, **overrides):
+    r"""RecBole settings for a run on ``tiny`` (written under ``folder``) that takes seconds; checkpoints go to
+    ``folder/saved``. A plain function, so module-scoped fixtures that train once can use it too."""
+    if not os.path.isdir(os.path.join(folder, "data", "tiny")):
+        write_tiny_dataset(os.path.join(folder, "data"))
+    settings = {
+        "data_path": os.path.join(folder, "data"),
         "dataset": "tiny",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
         "MAX_ITEM_LIST_LENGTH": 10,
@@ -58,7 +60,7 @@ def tiny_config_dict(tiny_dataset_dir, tmp_path):
         "n_layers": 1,
         "n_heads": 2,
         "show_progress": False,
-        "checkpoint_dir": str(tmp_path / "saved"),
+        "checkpoint_dir": os.path.join(folder, "saved"),
         "state": "ERROR",
         "metrics": ["Recall", "NDCG", "MRR", "Hit"],
         "topk": [5, 10],
@@ -68,6 +70,13 @@ def tiny_config_dict(tiny_dataset_dir, tmp_path):
         "gpu_id": "",
         "worker": 0,
     }
+    return dict(settings, **overrides)
+
+
+@pytest.fixture
+def tiny_config_dict(tiny_dataset_dir, tmp_path):
+    r"""RecBole settings for a run on ``tiny`` that takes seconds."""
+    return tiny_settings(str(tmp_path))
 
 
 @pytest.fixture(scope="session")

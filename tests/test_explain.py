@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from conftest import write_tiny_dataset
+from conftest import tiny_settings
 from recbole_flr import run_recbole_flr
 from recbole_flr.explain import main
 
@@ -17,15 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LEN = 10
 
 
-def tiny_settings(folder):
-    return {
-        "data_path": write_tiny_dataset(os.path.join(folder, "data")).rsplit(os.sep, 1)[0], "dataset": "tiny",
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
-        "MAX_ITEM_LIST_LENGTH": MAX_LEN, "epochs": 1, "train_batch_size": 64, "eval_batch_size": 256,
-        "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 2, "n_factors": 2, "train_stages": ["sft"],
-        "show_progress": False, "checkpoint_dir": os.path.join(folder, "saved"), "state": "ERROR",
-        "seed": 2020, "reproducibility": True, "gpu_id": "", "worker": 0,
-    }  # fmt: skip
+def explain_settings(folder):
+    return tiny_settings(folder, MAX_ITEM_LIST_LENGTH=MAX_LEN, n_factors=2, train_stages=["sft"])
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def checkpoints(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("explain"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        settings = tiny_settings(folder)
+        settings = explain_settings(folder)
         flr = run_recbole_flr("FLR", "tiny", config_dict=settings)["saved_model_file"]
         sasrec = run_recbole_flr("SASRec", "tiny", config_dict=settings)["saved_model_file"]
         yield {"FLR": flr, "SASRec": sasrec, "folder": folder}

@@ -1,12 +1,11 @@
 """Corruption of test histories (pure, seeded functions) and RecBole's evaluation on the corrupted test set."""
 
-import os
 
 import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import write_tiny_dataset
+from conftest import tiny_settings
 from recbole_flr import load_data_and_model, run_recbole_flr
 from recbole_flr.robustness import (
     corrupt_interaction,
@@ -134,14 +133,7 @@ def trained(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("robustness"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        settings = {
-            "data_path": os.path.dirname(write_tiny_dataset(os.path.join(folder, "data"))), "dataset": "tiny",
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
-            "MAX_ITEM_LIST_LENGTH": 10, "epochs": 1, "train_batch_size": 64, "eval_batch_size": 16,
-            "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 2, "n_factors": 2,
-            "train_stages": ["sft"], "show_progress": False, "checkpoint_dir": os.path.join(folder, "saved"),
-            "state": "ERROR", "seed": 2020, "reproducibility": True, "gpu_id": "", "worker": 0,
-        }  # fmt: skip
+        settings = tiny_settings(folder, eval_batch_size=16, n_factors=2, train_stages=["sft"])
         result = run_recbole_flr("FLR", "tiny", config_dict=settings)
         config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
         yield config, model, test_data, result["test_result"]
