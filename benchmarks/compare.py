@@ -50,7 +50,7 @@ sys.path.insert(0, ROOT)  # run from a checkout, installed or not
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 PROTOCOL = "recbole_flr/properties/protocol.yaml"
-MODELS = ("FLR", "SASRec", "BERT4Rec", "GRU4Rec")
+MODELS = ("FLR", "SASRecAllPos", "SASRec", "BERT4Rec", "GRU4Rec")  # SASRecAllPos: the plugin's, see its docstring
 METRICS = [f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "hit") for k in (5, 10, 20)]
 
 #: FLR ablations: the config each variant adds on top of the run's config.
@@ -64,9 +64,11 @@ VARIANTS = {
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
 _LR = [0.0005, 0.001, 0.002, 0.005]
+_SASREC_GRID = {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
+                "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5]}
 GRIDS = {
-    "SASRec": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
-               "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5]},
+    "SASRec": _SASREC_GRID,
+    "SASRecAllPos": _SASREC_GRID,
     "BERT4Rec": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
                  "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
                  "mask_ratio": [0.2, 0.4, 0.6]},
@@ -278,19 +280,24 @@ def _peak_rss_mb(proc):
     return rss / 1024.0
 
 
+def _epoch_cost(epochs):
+    r"""(seconds per supervised epoch, whether estimated from a cut epoch) from a run's epoch records."""
+    sft = [e for e in epochs if e["stage"] in ("train", "sft", None)]  # None: a baseline's trainer has no stages
+    full = [e for e in sft if not e["cut"] and e["batches"] == e["n_batches"]]
+    if full:
+        return sum(e["train_s"] for e in full) / len(full), False
+    if sft and sft[0]["batches"]:
+        return sft[0]["train_s"] * sft[0]["n_batches"] / sft[0]["batches"], True
+    return float("nan"), True
+
+
 def _summarise(raw):
     epochs = raw["epochs"]
-    sft = [e for e in epochs if e["stage"] in ("train", "sft")]
-    full = [e for e in sft if not e["cut"] and e["batches"] == e["n_batches"]]
+    sft = [e for e in epochs if e["stage"] in ("train", "sft", None)]
     train_s = sum(e["train_s"] for e in epochs)
     valid_s = sum(v["valid_s"] for v in raw["valid"])
     samples = sum(e["samples"] for e in epochs)
-    if full:
-        per_epoch, estimated = sum(e["train_s"] for e in full) / len(full), False
-    elif sft and sft[0]["batches"]:
-        per_epoch, estimated = sft[0]["train_s"] * sft[0]["n_batches"] / sft[0]["batches"], True
-    else:
-        per_epoch, estimated = float("nan"), True
+    per_epoch, estimated = _epoch_cost(epochs)
     valid = raw["valid"]
     best = max(valid, key=lambda v: v["score"]) if valid else None
     test = raw["test"] or {}
@@ -384,7 +391,7 @@ def draw_trials(model, n, seed=0):
         size *= len(values)
     while len(out) < min(n, size):
         trial = {key: rng.choice(values) for key, values in grid.items()}
-        if model in ("SASRec", "BERT4Rec", "FLR"):
+        if model in ("SASRec", "SASRecAllPos", "BERT4Rec", "FLR"):
             trial["inner_size"] = 4 * trial["hidden_size"]
         key = json.dumps(trial, sort_keys=True)
         if key not in seen:
@@ -487,6 +494,21 @@ def plot(dataset, rows, path):
     plt.close(fig)
 
 
+def record(dataset, row, meta, fresh):
+    r"""Add ``row`` to the dataset's JSON (read back from disk under a lock, so that several compare.py processes
+    can run side by side with ``--append``) and rewrite the report; ``fresh``: start the JSON anew."""
+    import fcntl
+
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"compare-{dataset}.json")
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.load(open(path)) if os.path.exists(path) and not fresh else None
+        rows = (old["runs"] if old else []) + [row]
+        write_report(dataset, rows, old["meta"] if old else meta)
+    return rows
+
+
 def write_report(dataset, rows, meta):
     os.makedirs(RESULTS, exist_ok=True)
     base = os.path.join(RESULTS, f"compare-{dataset}")
@@ -561,7 +583,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--step_cost", type=int, default=0,
                         help="only time this many training steps per model, back to back (no training to the end)")
-    parser.add_argument("--append", action="store_true", help="keep the runs already in the dataset's JSON")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in the dataset's JSON (also: several compare.py side by side)")
     parser.add_argument("--report_only", action="store_true", help="only rebuild tables and plot from the JSON")
     parser.add_argument("--scratch", default=os.path.join(ROOT, "benchmarks", "scratch", "compare"))
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -587,35 +610,39 @@ def main(argv=None):
             step_cost(args, dataset)
             continue
         path = os.path.join(RESULTS, f"compare-{dataset}.json")
-        old = json.load(open(path)) if os.path.exists(path) and (args.append or args.report_only) else None
-        rows = old["runs"] if old else []
-        meta = old["meta"] if old else {
+        meta = {
             "machine": machine_info(args.threads), "time_budget": args.time_budget, "protocol": PROTOCOL,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
             "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}}}
         if args.report_only:
-            if old:
-                write_report(dataset, rows, meta)
+            if os.path.exists(path):
+                old = json.load(open(path))
+                for row in old["runs"]:  # recomputed, so a fix to the cost summary reaches older rows
+                    if row.get("epoch_records"):
+                        row["epoch_s"], row["epoch_s_estimated"] = _epoch_cost(row["epoch_records"])
+                write_report(dataset, old["runs"], old["meta"])
             continue
+        fresh = [not args.append]  # the first row of a run without --append starts the JSON anew
+
+        def add(row):
+            record(dataset, row, meta, fresh[0])
+            fresh[0] = False
+            return row
+
         for model in args.models:
             variants = args.variants if model == "FLR" else ["default"]
             for variant in variants:
                 for seed in args.seeds:
-                    rows.append(run_one(args, model, dataset, seed, variant))
-                    write_report(dataset, rows, meta)
+                    add(run_one(args, model, dataset, seed, variant))
             if args.trials:
                 trials = []
                 for i, trial in enumerate(draw_trials(model, args.trials)):
-                    row = run_one(args, model, dataset, args.seeds[0], "default", trial, label=f"trial{i}")
-                    rows.append(row)
-                    trials.append(row)
-                    write_report(dataset, rows, meta)
+                    trials.append(add(run_one(args, model, dataset, args.seeds[0], "default", trial, label=f"trial{i}")))
                 good = [r for r in trials if "error" not in r]
                 if good:
                     best = max(good, key=lambda r: r["best_valid_score"])
                     for seed in args.seeds:
-                        rows.append(run_one(args, model, dataset, seed, "default", best["config"], label="tuned"))
-                        write_report(dataset, rows, meta)
+                        add(run_one(args, model, dataset, seed, "default", best["config"], label="tuned"))
     return 0
 
 

@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--rates", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3])
     parser.add_argument("--seed", type=int, default=2020, help="corruption seed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", default=None,
+                        help="how the --checkpoint models were trained, for the report (default: this script's budget)")
     parser.add_argument("--tag", default="", help="suffix of the output names")
     return parser.parse_args(argv)
 
@@ -168,7 +170,7 @@ def main(argv=None):
         "command": "python benchmarks/robustness.py " + " ".join(argv),
         "machine": f"{os.cpu_count()} CPU cores (shared), {platform.platform()}, {args.threads} torch threads",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "budget_note": budget + " per model, hidden_size " + str(args.hidden_size) + ", FLR stages "
+        "budget_note": args.note or budget + " per model, hidden_size " + str(args.hidden_size) + ", FLR stages "
         + "+".join(args.flr_stages) + "".join(", " + item for item in args.set),
         "corruption_seed": args.seed,
         "metric": METRIC,
@@ -186,7 +188,8 @@ def main(argv=None):
                 report.setdefault("failed", {})[model] = str(error)
                 continue
         row = evaluate(model_file, args)
-        row.update({"train_seconds": seconds, "cut_by_time_budget": cut, "epochs": row["settings"]["epochs"]})
+        epochs = row["settings"]["epochs"] if model not in given else "?"  # a given checkpoint's run is not known here
+        row.update({"train_seconds": seconds, "cut_by_time_budget": cut, "epochs": epochs})
         report["models"][model] = row
         print(f"{model}: best epoch {row['best_epoch'] + 1}, clean {METRIC} "
               f"{row['results']['replace'][str(args.rates[0])][METRIC]:.4f}", flush=True)  # fmt: skip

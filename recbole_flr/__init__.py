@@ -1,8 +1,9 @@
 """recbole-flr: Factorised Latent Reasoning (FLR) for LLM-based sequential recommendation, as a RecBole plugin."""
 
-from recbole_flr.utils import numpy_compat
+from recbole_flr.utils import no_anomaly_detection, numpy_compat
 
 numpy_compat()  # before any RecBole module reads the numpy aliases that numpy 2 removed
+no_anomaly_detection()  # RecBole 1.2.1 turns autograd's anomaly detection on for every model when imported
 
 from recbole_flr.config import Config  # noqa: E402
 from recbole_flr.quick_start import load_data_and_model, run, run_recbole_flr  # noqa: E402

@@ -6,14 +6,15 @@ RecBole's :class:`~recbole.config.Config` with the plugin's models and default p
 
 import os
 
+import recbole
 import torch
 import yaml
-
 from recbole.config import Config as RecBoleConfig
 
 from recbole_flr.utils import get_model, numpy_compat
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
 
 
 class Config(RecBoleConfig):
@@ -50,6 +51,12 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        for base in model_class.__mro__[1:] if model_class.__module__.startswith("recbole_flr.") else ():
+            # a plugin model built on a RecBole model (SASRecAllPos on SASRec) starts from that model's defaults
+            parent_file = os.path.join(RECBOLE_PROPERTIES_DIR, "model", f"{base.__name__}.yaml")
+            if base.__module__.startswith("recbole.model.") and os.path.isfile(parent_file):
+                self._update_internal_config_dict(parent_file)
+                break
         dataset_file = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
         if os.path.isfile(dataset_file):
             dataset_keys = self._update_internal_config_dict(dataset_file) or {}

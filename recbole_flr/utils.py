@@ -20,6 +20,23 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 
+def no_anomaly_detection():
+    r"""Switch off the autograd anomaly detection that RecBole 1.2.1 switches on for everyone.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` when it is
+    imported, and importing any RecBole sequential model (SASRec, BERT4Rec, ... or RecBole's own ``get_model``) imports
+    that package. From then on every backward pass checks every gradient for NaN (an ``isnan`` and an ``any`` per
+    autograd node, ~40 % of an FLR training step on a CPU; see docs/benchmarks.md) and records a traceback per
+    forward op. The package is imported here first, then the switch is turned off, once, at ``import recbole_flr``;
+    to debug with it, call ``torch.autograd.set_detect_anomaly(True)`` after importing recbole_flr.
+    """
+    import torch
+
+    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's module-level switch now)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
 def numpy_compat():
     r"""Restore the numpy aliases that RecBole 1.2.1 uses and numpy 2 removed.
 

@@ -170,6 +170,19 @@ def test_numpy2_breaks_recbole_config_and_the_plugin_config_works():
     assert fixed.returncode == 0, fixed.stderr
 
 
+def test_recbole_turns_on_anomaly_detection_and_the_plugin_turns_it_off():
+    check = "import torch; print(torch.is_anomaly_enabled())"
+    plain = python("from recbole.model.sequential_recommender import SASRec; " + check)
+    assert plain.stdout.strip() == "True", plain.stderr  # RecBole 1.2.1's sine.py, at import
+    for code in (
+        "import recbole_flr; from recbole.utils import get_model; get_model('SASRec'); get_model('SINE'); ",
+        "from recbole.model.sequential_recommender import SASRec; import recbole_flr; ",  # RecBole imported first
+        "from recbole_flr.model import FLR; ",
+    ):
+        result = python(code + check)
+        assert result.stdout.strip() == "False", (code, result.stderr)
+
+
 def test_plugin_paths_never_import_ray(tiny_config_dict):
     code = (
         "import sys, recbole_flr, recbole_flr.quick_start, recbole_flr.trainer, recbole_flr.model\n"

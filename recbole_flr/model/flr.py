@@ -19,6 +19,7 @@ from recbole.utils import FeatureType
 from torch import nn
 from transformers import DynamicCache
 
+from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
 from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
 from recbole_flr.model.latent_reasoning import (
     FactorizedLatentReasoning,
@@ -315,48 +316,24 @@ class FLR(SequentialRecommender):
 
     # ---------------------------------------------------------------- train_all_positions: one pass per window
     def _build_training_windows(self, dataset):
-        r"""Keys of the training rows that ``train_all_positions`` trains on.
-
-        RecBole's training set holds every prefix of every user (a sliding window of at most L items once a history
-        is longer). Per user, the rows kept are those whose targets are the last one, L before it, 2L before it, ...:
-        their windows tile the user's training targets, so the loss at every position of the kept rows covers each
-        target exactly once, with the window's own prefix as context (as the original SASRec trains).
-        """
+        r"""Keys of the training rows that ``train_all_positions`` trains on (:mod:`~recbole_flr.model.all_positions`)."""
         if self.train_all_positions in (None, False):
             self.train_all_positions = False
             return
         if self.train_all_positions is not True:
             raise ValueError(f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False.")
-        feat = dataset.inter_feat
-        users = feat[self.USER_ID].long()
-        # RecBole writes each user's prefixes in time order; a stable sort keeps that order within a user
-        users_sorted, order = torch.sort(users, stable=True)
-        _, counts = torch.unique_consecutive(users_sorted, return_counts=True)
-        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        rank_from_end = torch.repeat_interleave(counts, counts) - 1 - (torch.arange(len(users)) - starts)
-        kept = order[rank_from_end % self.max_seq_length == 0]
-        keys = self._row_keys(
-            users[kept], feat[self.ITEM_SEQ][kept], feat[self.ITEM_SEQ_LEN][kept], feat[self.POS_ITEM_ID][kept]
-        )
-        self.register_buffer("training_window_keys", torch.sort(keys).values, persistent=False)
-        getLogger().info(f"train_all_positions: {len(kept)} of {len(users)} training rows are trained on.")
+        keys = training_window_keys(dataset, self.max_seq_length)
+        self.register_buffer("training_window_keys", keys, persistent=False)
+        getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
 
-    @staticmethod
-    def _row_keys(users, item_seq, item_seq_len, target):
-        r"""A 64-bit hash of (user, window length, target, first item) naming a training row, shape [B]."""
-        key = users.long()
-        for part in (item_seq_len, target, item_seq[:, 0]):
-            key = key * 1_000_003 + part.long()  # int64 wraps around: a collision only adds or drops one window
-        return key
+    _row_keys = staticmethod(row_keys)
 
     def _all_positions_loss(self, interaction):
         r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
-        keys = self._row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target)
-        table = self.training_window_keys
-        keep = table[torch.searchsorted(table, keys).clamp_max(table.numel() - 1)] == keys  # [B]
+        keep = kept_rows(self.training_window_keys, row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target))
         if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
             zero = self.item_embedding.weight.sum() * 0.0
             return zero, zero, zero, zero
@@ -381,7 +358,7 @@ class FLR(SequentialRecommender):
             tuple: logits [N, n_items] of the N real positions (row-major over (b, t)), their next items [N], and
             the :class:`LatentOutput` of those positions (factors [N, K, D], attention [N, K, L], prefix masks).
         """
-        batch, length = item_seq.shape
+        length = item_seq.size(1)
         pass1 = self.encode(item_seq, item_seq_len)
         mask = pass1.mask
         norms = self.item_embeddings(item_seq).norm(dim=-1) * mask  # [B L]
@@ -391,13 +368,11 @@ class FLR(SequentialRecommender):
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
         state = self._decode_all_positions(pass1, latent.thought)[rows, steps]  # [N D]
         logits = self.item_scores(self.user_projection(state))  # [N n_items]
-        next_items = torch.cat([item_seq[:, 1:], item_seq.new_zeros(batch, 1)], dim=1)
-        next_items[torch.arange(batch, device=mask.device), item_seq_len - 1] = target
         positions = LatentOutput(
             latent.thought[rows, steps], latent.factors[rows, steps], latent.attention[rows, steps],
             latent.gates[rows, steps], latent.all_gates[rows, steps], prefix,
         )  # fmt: skip
-        return logits, next_items[rows, steps], positions
+        return logits, next_items(item_seq, item_seq_len, target)[rows, steps], positions
 
     def _decode_all_positions(self, pass1, thought):
         r"""Pass 2 for every position at once: L thought tokens after pass 1's cache (left unchanged), the one of

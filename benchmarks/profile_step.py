@@ -1,0 +1,124 @@
+r"""Where one training step of FLR (all-positions mode) and SASRecAllPos spends its time, on the same batches.
+
+Both models are built on the same RecBole train loader; each forward part is timed by wrapping the model's own
+methods (nothing is re-implemented here), then the backward pass and the Adam step are timed as a whole. Medians over
+``--steps`` batches after one warm-up batch, one process, back to back, so machine load hits both alike.
+
+    .venv/bin/python benchmarks/profile_step.py --dataset amazon-games --data_path ../shared/datasets --steps 5
+    .venv/bin/python benchmarks/profile_step.py --dataset ml-1m --data_path ../shared/datasets --steps 3
+
+Prints a table; writes benchmarks/results/profile_step-<dataset>.json.
+"""
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+from recbole_flr.config import Config  # noqa: E402
+from recbole_flr.utils import get_model  # noqa: E402
+
+#: (label, model, extra config, methods to time: attribute path -> part name)
+SPECS = [
+    ("FLR allpos", "FLR", {"train_all_positions": True},
+     {"encode": "pass 1 (backbone over the history)", "latent.forward_positions": "latent factors",
+      "_decode_all_positions": "pass 2 (thought tokens)", "item_scores": "item scores", "loss_fct.forward": "cross-entropy",
+      "regularisers": "regularisers"}),
+    ("SASRecAllPos", "SASRecAllPos", {},
+     {"sequence_output": "transformer over the history", "all_positions_forward": "(all_positions_forward)",
+      "loss_fct.forward": "cross-entropy"}),
+]
+
+
+def timed(record, part, method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = method(*args, **kwargs)
+        record[part] = record.get(part, 0.0) + time.perf_counter() - start
+        return out
+
+    return wrapper
+
+
+def profile(label, model_name, extra, parts, args):
+    config = Config(model=model_name, dataset=args.dataset, config_file_list=[os.path.join(ROOT, "recbole_flr/properties/protocol.yaml")],
+                    config_dict={"data_path": args.data_path, "gpu_id": "", "show_progress": False, "state": "WARNING",
+                                 "checkpoint_dir": os.path.join(ROOT, "benchmarks", "scratch", "saved"), **extra})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset)
+    record = {}
+    for path, part in parts.items():
+        owner, name = model, path
+        while "." in name:
+            head, name = name.split(".", 1)
+            owner = getattr(owner, head)
+        setattr(owner, name, timed(record, part, getattr(owner, name)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    rows, iterator = [], iter(train_data)
+    for _ in range(args.steps + 1):
+        batch = next(iterator)
+        record.clear()
+        start = time.perf_counter()
+        loss = model.calculate_loss(batch)
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        forward = time.perf_counter()
+        optimizer.zero_grad()
+        loss.backward()
+        backward = time.perf_counter()
+        optimizer.step()
+        end = time.perf_counter()
+        rows.append({**record, "forward (total)": forward - start, "backward": backward - forward,
+                     "optimizer step": end - backward, "step (total)": end - start})
+    rows = rows[1:]  # the warm-up step
+    median = {key: statistics.median(r.get(key, 0.0) for r in rows) for key in rows[0]}
+    return {"label": label, "batch_rows": len(batch), "batches_per_epoch": len(train_data), "median_s": median,
+            "steps": rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="amazon-games")
+    parser.add_argument("--data_path", default=os.path.join(ROOT, "..", "shared", "datasets"))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--detect_anomaly", action="store_true",
+                        help="turn autograd anomaly detection back on, as RecBole 1.2.1 leaves it (to measure its cost)")
+    args = parser.parse_args()
+    args.data_path = os.path.abspath(args.data_path)
+    torch.set_num_threads(args.threads)
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
+    torch.autograd.set_detect_anomaly(args.detect_anomaly)  # import recbole_flr turned it off
+    load = os.getloadavg()[0]
+    results = [profile(*spec, args) for spec in SPECS]
+    lines = [f"{args.dataset}: median seconds per training step ({args.steps} steps, {args.threads} thread(s), "
+             f"load average {load:.1f}, anomaly detection {'on' if args.detect_anomaly else 'off'})", ""]
+    for result in results:
+        lines.append(f"{result['label']} (batch of {result['batch_rows']} rows, {result['batches_per_epoch']} per epoch):")
+        lines += [f"  {part:<40} {seconds:8.3f}" for part, seconds in result["median_s"].items()]
+    print("\n".join(lines))
+    os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
+    suffix = "-detect_anomaly" if args.detect_anomaly else ""
+    out = os.path.join(ROOT, "benchmarks", "results", f"profile_step-{args.dataset}{suffix}.json")
+    with open(out, "w") as f:
+        json.dump({"command": "python benchmarks/profile_step.py " + " ".join(sys.orig_argv[2:] if hasattr(sys, "orig_argv") else []),
+                   "load_avg_1min": load, "detect_anomaly": args.detect_anomaly, "threads": args.threads, "results": results}, f, indent=1)
+    print(f"wrote {os.path.relpath(out, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""
+recbole_flr.model.sasrec_allpos
+###############################
+RecBole's SASRec trained on every position of a window in one pass, as the original SASRec is.
+"""
+
+from logging import getLogger
+
+import torch
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
+
+
+class SASRecAllPos(SASRec):
+    r"""RecBole's :class:`~recbole.model.sequential_recommender.sasrec.SASRec`, unchanged except for the loss:
+    full cross-entropy at every real position of one window per user (Kang and McAuley, 2018, train SASRec this
+    way), instead of one forward pass per RecBole prefix sample. Evaluation and scoring are SASRec's own.
+
+    It is the baseline to set against FLR's ``train_all_positions`` mode: same training signal, same cost lever.
+    Its defaults are RecBole's SASRec.yaml.
+
+    NOTE:
+        RecBole's train loader still yields every prefix row; rows that are not a kept window are skipped in the
+        loss (see :mod:`recbole_flr.model.all_positions`), so an epoch still sees each training target once.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if self.loss_type != "CE":
+            raise ValueError(
+                f"SASRecAllPos needs loss_type: CE (full cross-entropy at every position), got {self.loss_type!r}; "
+                "use SASRec for BPR."
+            )
+        keys = training_window_keys(dataset, self.max_seq_length)
+        self.register_buffer("training_window_keys", keys, persistent=False)
+        getLogger().info(f"SASRecAllPos: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
+
+    def sequence_output(self, item_seq):
+        r"""SASRec's last-layer states at every position (its ``forward`` without the final gather), [B, L, H]."""
+        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+        position_embedding = self.position_embedding(position_ids.unsqueeze(0).expand_as(item_seq))
+        input_emb = self.dropout(self.LayerNorm(self.item_embedding(item_seq) + position_embedding))
+        extended_attention_mask = self.get_attention_mask(item_seq)  # causal and padding
+        return self.trm_encoder(input_emb, extended_attention_mask, output_all_encoded_layers=True)[-1]
+
+    def all_positions_forward(self, item_seq, item_seq_len, target):
+        r"""(logits [N, n_items] of the N real positions, row-major over (b, t), and their next items [N])."""
+        mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]
+        rows, steps = mask.nonzero(as_tuple=True)
+        states = self.sequence_output(item_seq)[rows, steps]  # [N H]
+        logits = torch.matmul(states, self.item_embedding.weight.transpose(0, 1))
+        return logits, next_items(item_seq, item_seq_len, target)[rows, steps]
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        keep = kept_rows(self.training_window_keys, row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target))
+        if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
+            return self.item_embedding.weight.sum() * 0.0
+        logits, targets = self.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
+        return self.loss_fct(logits, targets)
