@@ -211,6 +211,8 @@ def _commands(args, model, dataset, seed, variant, extra):
                "--variants", variant, "--time_budget", str(args.time_budget), "--threads", str(args.threads)]
     if args.data_path:
         compare += ["--data_path", args.data_path]
+    if args.label_suffix:
+        compare += ["--label_suffix", args.label_suffix]
     pairs = [f"{k}={_cli_value(v)}" for k, v in {**args.config, **extra}.items()]
     if pairs:
         compare += ["--config"] + pairs
@@ -410,6 +412,12 @@ def _mean_std(values):
     return mean, std
 
 
+def _stopped_by_budget(row):
+    r"""Whether the budget ended the run: cut inside an epoch, or spent when an epoch ended (fit ran past it)."""
+    budget, fit_s = row.get("time_budget"), row.get("fit_s")
+    return bool(row["cut"] or (budget and fit_s and fit_s >= budget))
+
+
 def aggregate(rows):
     r"""One entry per (model, variant): mean and sample std over seeds of every metric and cost."""
     groups = {}
@@ -419,7 +427,7 @@ def aggregate(rows):
     out = []
     for (model, variant), runs in groups.items():
         entry = {"model": model, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
-                 "cut": sum(r["cut"] for r in runs), "commands": [r["command"] for r in runs]}
+                 "cut": sum(_stopped_by_budget(r) for r in runs), "commands": [r["command"] for r in runs]}
         for metric in METRICS:
             entry[metric] = _mean_std([r["test_result"].get(metric) for r in runs])
         for key in ("epochs_run", "best_epoch", "epoch_s", "train_s", "samples_per_s", "peak_rss_mb",
@@ -581,6 +589,8 @@ def parse_args(argv=None):
     parser.add_argument("--ablations", action="store_true", help="run every FLR variant")
     parser.add_argument("--trials", type=int, default=0, help="random-search trials per model (0: defaults only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--label_suffix", default="",
+                        help="added to the variant's name in the tables (e.g. '@1500s' to keep runs of another budget apart)")
     parser.add_argument("--step_cost", type=int, default=0,
                         help="only time this many training steps per model, back to back (no training to the end)")
     parser.add_argument("--append", action="store_true",
@@ -633,7 +643,7 @@ def main(argv=None):
             variants = args.variants if model == "FLR" else ["default"]
             for variant in variants:
                 for seed in args.seeds:
-                    add(run_one(args, model, dataset, seed, variant))
+                    add(run_one(args, model, dataset, seed, variant, label=variant + args.label_suffix))
             if args.trials:
                 trials = []
                 for i, trial in enumerate(draw_trials(model, args.trials)):

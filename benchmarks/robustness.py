@@ -21,6 +21,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,7 +152,8 @@ def plot(report, rates, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test NDCG@10")
     axes[0].legend()
-    fig.suptitle(f"Robustness on {report['dataset']} (budget-limited training: {report['budget_note']})", fontsize=10)
+    title = f"Robustness on {report['dataset']} (budget-limited training: {report['budget_note']})"
+    fig.suptitle(textwrap.fill(title, 140), fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
