@@ -4,8 +4,18 @@ import os
 import string
 
 import pytest
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Tokenizer
+
+try:
+    import recbole  # noqa: F401
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Tokenizer
+except ModuleNotFoundError as error:  # the tests run in the project's environment, not in any Python
+    pytest.exit(
+        f"{error.name} is not installed in this Python ({error}). Install the project and its test dependencies "
+        "first, as the README says: python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[test]\", "
+        "then run .venv/bin/python -m pytest tests -q (or: bash .ci/run).",
+        returncode=4,
+    )
 
 torch.set_num_threads(1)  # CI has 2 cores; explicit, so timings and results do not depend on the machine
 

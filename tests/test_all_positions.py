@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recbole_flr import run_recbole_flr
+from recbole_flr.model.all_positions import row_keys
 
 from conftest import build_flr as build
 
@@ -41,7 +42,7 @@ def test_kept_windows_cover_every_training_target_once(tiny_config_dict):
     model, train_data, _ = build(tiny_config_dict, train_all_positions=True, MAX_ITEM_LIST_LENGTH=4)
     feat = train_data._dataset.inter_feat
     users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
-    keys = model._row_keys(users, seq, length, target)
+    keys = row_keys(users, seq, length, target)
     kept = torch.isin(keys, model.training_window_keys)
     assert 0 < kept.sum() < len(users)
     covered = Counter()

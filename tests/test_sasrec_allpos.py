@@ -10,6 +10,7 @@ import yaml
 
 from recbole_flr import Config, run_recbole_flr
 from recbole_flr.config import RECBOLE_PROPERTIES_DIR
+from recbole_flr.model.all_positions import kept_rows, row_keys
 
 
 def build(config_dict, **overrides):
@@ -54,8 +55,6 @@ def test_loss_covers_every_training_target_once_and_backpropagates(tiny_config_d
     model, train_data = build(tiny_config_dict, MAX_ITEM_LIST_LENGTH=4)
     feat = train_data._dataset.inter_feat
     users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
-    from recbole_flr.model.all_positions import kept_rows, row_keys
-
     kept = kept_rows(model.training_window_keys, row_keys(users, seq, length, target))
     assert 0 < kept.sum() < len(users)
     _, following = model.all_positions_forward(seq[kept], length[kept], target[kept])

@@ -326,7 +326,6 @@ class FLR(SequentialRecommender):
         self.register_buffer("training_window_keys", keys, persistent=False)
         getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
 
-    _row_keys = staticmethod(row_keys)
 
     def _all_positions_loss(self, interaction):
         r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
