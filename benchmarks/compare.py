@@ -17,11 +17,14 @@ that begins after the budget is spent runs one batch and is validated (the SFT c
 
 Tuning (``--trials N``): the same random search for every model, FLR included: N configurations drawn with a fixed
 seed from the model's declared grid (:data:`GRIDS`), each trained once (first seed, same budget), the best on valid
-NDCG@10 rerun on every seed as variant ``tuned``. RecBole's defaults are the variant ``default``.
+NDCG@10 run on every other seed; the variant ``tuned`` holds the best trial's run and those. RecBole's defaults are
+the variant ``default`` (``--skip_defaults`` leaves them out). FLR tunes its first ``--variants`` entry
+(``allpos-trial0``, ..., ``allpos-tuned``).
 
 FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1 (one factor), noreg (all three regularisers
 off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT only, so compare it with nogrpo: the loss at
-every position of one window per user instead of one pass per RecBole prefix sample).
+every position of one window per user instead of one pass per RecBole prefix sample), notext (``item_text_field: ~``:
+no title features, item ids only, as the baselines).
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
         --time_budget 600 --ablations
@@ -60,6 +63,7 @@ VARIANTS = {
     "noreg": {"lambda_orth": 0.0, "lambda_div": 0.0, "lambda_sparse": 0.0},
     "nogrpo": {"train_stages": ["sft"]},
     "allpos": {"train_all_positions": True, "train_stages": ["sft"]},  # compare with nogrpo
+    "notext": {"item_text_field": None},  # item ids only: what the titles add
 }
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
@@ -402,6 +406,28 @@ def draw_trials(model, n, seed=0):
     return out
 
 
+def tune(args, model, dataset, variant, add):
+    r"""``--trials``: each drawn configuration trained once on the first seed, then the best (valid NDCG@10) on
+    every seed as ``tuned``. Its first-seed run is the trial itself, recorded again under the new label (same
+    seed, config and budget) rather than retrained. FLR's trials are of its first ``--variants`` entry."""
+    prefix = "" if variant == "default" else variant + "-"
+    trials = []
+    for i, trial in enumerate(draw_trials(model, args.trials)):
+        trials.append(run_one(args, model, dataset, args.seeds[0], variant, trial,
+                              label=f"{prefix}trial{i}{args.label_suffix}"))
+        add(trials[-1])
+    good = [r for r in trials if "error" not in r]
+    if not good:
+        print(f"[compare] {model}: every trial failed; no tuned run", flush=True)
+        return
+    best = max(good, key=lambda r: r["best_valid_score"])
+    print(f"[compare] {model}: best trial {best['variant']} (valid {best['best_valid_score']:.4f}): {best['config']}",
+          flush=True)
+    add({**best, "variant": f"{prefix}tuned{args.label_suffix}", "reused_from": best["variant"]})
+    for seed in args.seeds[1:]:
+        add(run_one(args, model, dataset, seed, variant, best["config"], label=f"{prefix}tuned{args.label_suffix}"))
+
+
 # ----------------------------------------------------------------------------------------------- report
 def _mean_std(values):
     values = [v for v in values if v is not None]
@@ -588,6 +614,8 @@ def parse_args(argv=None):
     parser.add_argument("--variants", nargs="+", default=["default"], help=f"FLR variants: {list(VARIANTS)}")
     parser.add_argument("--ablations", action="store_true", help="run every FLR variant")
     parser.add_argument("--trials", type=int, default=0, help="random-search trials per model (0: defaults only)")
+    parser.add_argument("--skip_defaults", action="store_true",
+                        help="with --trials: only the tuning runs (the default-config runs are already in the JSON)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--label_suffix", default="",
                         help="added to the variant's name in the tables (e.g. '@1500s' to keep runs of another budget apart)")
@@ -641,18 +669,12 @@ def main(argv=None):
 
         for model in args.models:
             variants = args.variants if model == "FLR" else ["default"]
-            for variant in variants:
-                for seed in args.seeds:
-                    add(run_one(args, model, dataset, seed, variant, label=variant + args.label_suffix))
-            if args.trials:
-                trials = []
-                for i, trial in enumerate(draw_trials(model, args.trials)):
-                    trials.append(add(run_one(args, model, dataset, args.seeds[0], "default", trial, label=f"trial{i}")))
-                good = [r for r in trials if "error" not in r]
-                if good:
-                    best = max(good, key=lambda r: r["best_valid_score"])
+            if not args.skip_defaults:
+                for variant in variants:
                     for seed in args.seeds:
-                        add(run_one(args, model, dataset, seed, "default", best["config"], label="tuned"))
+                        add(run_one(args, model, dataset, seed, variant, label=variant + args.label_suffix))
+            if args.trials:
+                tune(args, model, dataset, variants[0], add)
     return 0
 
 

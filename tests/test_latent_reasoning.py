@@ -78,6 +78,9 @@ def test_gradients_reach_every_parameter():
     out = module(hidden, mask, start, norm)
     (out.thought.pow(3).sum() + orthogonality_loss(out.factors) + sparsity_loss(out.attention, mask)).backward()
     for name, param in module.named_parameters():
+        if name == "gate.2.bias":  # one shift of all K gate scores: the softmax over factors ignores it
+            assert param.grad.abs().max() < 1e-6
+            continue
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert hidden.grad[~mask].abs().sum() == 0  # padding states receive no gradient either
 

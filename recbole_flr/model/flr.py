@@ -41,6 +41,7 @@ class Pass1:
         mask (torch.Tensor): True at real history positions, shape [B, L].
         cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
         input_norm (torch.Tensor): mean norm of the real input embeddings, shape [B].
+        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L].
         last (torch.Tensor): state of the last real position (z_0), shape [B, D].
         attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
         thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
@@ -50,6 +51,7 @@ class Pass1:
     mask: torch.Tensor
     cache: tuple
     input_norm: torch.Tensor
+    norms: torch.Tensor
     last: torch.Tensor
     attention_mask: torch.Tensor
     thought_position: torch.Tensor
@@ -185,7 +187,8 @@ class FLR(SequentialRecommender):
         batch, length = item_seq.shape
         mask = torch.arange(length, device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
         emb = self.item_embeddings(item_seq)  # [B L D]
-        input_norm = (emb.norm(dim=-1) * mask).sum(1) / item_seq_len.clamp_min(1)
+        norms = emb.norm(dim=-1) * mask  # [B L]
+        input_norm = norms.sum(1) / item_seq_len.clamp_min(1)
         inputs = self.dropout(emb)
         n_prompt = self.prompt_ids.numel()
         if n_prompt:
@@ -196,7 +199,7 @@ class FLR(SequentialRecommender):
         hidden, cache = self.backbone.prefill(inputs, attention_mask, position_ids)
         hidden = hidden[:, n_prompt:]  # [B L D]
         last = self.gather_indexes(hidden, item_seq_len - 1)
-        return Pass1(hidden, mask, cache, input_norm, last, attention_mask, n_prompt + item_seq_len)
+        return Pass1(hidden, mask, cache, input_norm, norms, last, attention_mask, n_prompt + item_seq_len)
 
     def reason(self, pass1):
         r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`."""
@@ -360,8 +363,7 @@ class FLR(SequentialRecommender):
         length = item_seq.size(1)
         pass1 = self.encode(item_seq, item_seq_len)
         mask = pass1.mask
-        norms = self.item_embeddings(item_seq).norm(dim=-1) * mask  # [B L]
-        prefix_norm = norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as encode's input_norm
+        prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as encode's input_norm
         latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm)
         rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]

@@ -78,22 +78,9 @@ class FactorizedLatentReasoning(nn.Module):
         Returns:
             LatentOutput: thought, factors, attention, gates (and the mask it was given).
         """
-        keys, values = self.key(hidden), self.value(hidden)  # [B L D]
-        blocked = ~mask[:, None, :]  # [B 1 L]
-        z, gates = start, []
-        for _ in range(self.latent_steps):
-            queries = z[:, None, :] + self.factor_embedding  # [B K D]
-            queries = torch.einsum("bkd,ked->bke", queries, self.query_weight) + self.query_bias
-            scores = queries @ keys.transpose(1, 2) / self.hidden_size**0.5  # [B K L]
-            attention = scores.masked_fill(blocked, float("-inf")).softmax(-1).masked_fill(blocked, 0.0)
-            factors = attention @ values  # [B K D]
-            gate_in = torch.cat([z[:, None, :].expand_as(factors), factors], dim=-1)  # [B K 2D]
-            beta = self.gate(gate_in).squeeze(-1).softmax(-1)  # [B K]
-            z = self.norm(z + (beta[..., None] * factors).sum(1))
-            gates.append(beta)
-        thought = self.output(z)
-        thought = thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[:, None]
-        return LatentOutput(thought, factors, attention, beta, torch.stack(gates, dim=1), mask)
+        blocked = ~mask[:, None, None, :]  # [B 1 1 L]
+        thought, factors, attention, gates = self._refine(hidden, blocked, start[:, None], target_norm[:, None])
+        return LatentOutput(thought[:, 0], factors[:, 0], attention[:, 0], gates[:, 0, -1], gates[:, 0], mask)
 
     def forward_positions(self, hidden, mask, target_norm):
         r"""One latent thought per history position at once: the thought of position t is exactly what
@@ -111,23 +98,48 @@ class FactorizedLatentReasoning(nn.Module):
             padding), gates [B, L, K], all_gates [B, L, T, K], and ``mask`` as given.
         """
         length = hidden.size(1)
-        keys, values = self.key(hidden), self.value(hidden)  # [B L D]
         causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()  # [L(query) L(key)]
         blocked = ~(causal[None] & mask[:, None, :])[:, :, None, :]  # [B L 1 L]
-        z, gates = hidden, []
+        thought, factors, attention, gates = self._refine(hidden, blocked, hidden, target_norm)
+        return LatentOutput(thought, factors, attention, gates[:, :, -1], gates, mask)
+
+    def _refine(self, hidden, blocked, start, target_norm):
+        r"""The T refinement steps for P queries per history (P = 1 for :meth:`forward`, L for all positions).
+
+        Written for speed (same maths as the class docstring): the K query projections are one matmul, the constant
+        part W_k c_k + b_k and the 1/sqrt(D) are folded, the mask is one additive bias (every query sees at least one
+        position, so the softmax is exactly 0 where blocked), and the gate's first layer is split so z_{t-1}'s half is
+        computed once per query instead of once per factor.
+
+        Args:
+            hidden (torch.Tensor): [B, L, D]. blocked (torch.Tensor): bool, True where a query may not look, [B, P, 1, L].
+            start (torch.Tensor): z_0, [B, P, D]. target_norm (torch.Tensor): [B, P].
+
+        Returns:
+            tuple: thought [B, P, D], last step's factors [B, P, K, D] and attention [B, P, K, L], gates [B, P, T, K].
+        """
+        batch, queries_per_row, dim = start.shape
+        n_factors, length = self.n_factors, hidden.size(1)
+        keys, values = self.key(hidden), self.value(hidden)  # [B L D]
+        keys_t = keys.transpose(1, 2) * dim**-0.5  # [B D L], the 1/sqrt(D) folded in
+        bias = torch.zeros(blocked.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(blocked, float("-inf"))
+        query_weight = self.query_weight.permute(2, 0, 1).reshape(dim, n_factors * dim)  # [D K*D]: block k is W_k^T
+        query_const = torch.einsum("kd,ked->ke", self.factor_embedding, self.query_weight) + self.query_bias  # [K D]
+        gate_in, gate_act, gate_out = self.gate
+        gate_z, gate_f = gate_in.weight.split(dim, dim=1)  # [D D] each: the halves for z_{t-1} and f_k
+        z, gates = start, []
         for _ in range(self.latent_steps):
-            queries = z[:, :, None, :] + self.factor_embedding  # [B L K D]
-            queries = torch.einsum("blkd,ked->blke", queries, self.query_weight) + self.query_bias
-            scores = torch.einsum("blke,bme->blkm", queries, keys) / self.hidden_size**0.5  # [B L K L]
-            attention = scores.masked_fill(blocked, float("-inf")).softmax(-1).masked_fill(blocked, 0.0)
-            factors = torch.einsum("blkm,bmd->blkd", attention, values)  # [B L K D]
-            gate_in = torch.cat([z[:, :, None, :].expand_as(factors), factors], dim=-1)  # [B L K 2D]
-            beta = self.gate(gate_in).squeeze(-1).softmax(-1)  # [B L K]
+            queries = (z @ query_weight).view(batch, queries_per_row, n_factors, dim) + query_const  # [B P K D]
+            scores = queries.view(batch, queries_per_row * n_factors, dim) @ keys_t  # [B P*K L]
+            attention = (scores.view(batch, queries_per_row, n_factors, length) + bias).softmax(-1)  # [B P K L]
+            factors = (attention.view(batch, -1, length) @ values).view(batch, queries_per_row, n_factors, dim)
+            gate_hidden = F.linear(z, gate_z, gate_in.bias)[:, :, None] + F.linear(factors, gate_f)  # [B P K D]
+            beta = gate_out(gate_act(gate_hidden)).squeeze(-1).softmax(-1)  # [B P K]
             z = self.norm(z + (beta[..., None] * factors).sum(2))
             gates.append(beta)
         thought = self.output(z)
         thought = thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[..., None]
-        return LatentOutput(thought, factors, attention, beta, torch.stack(gates, dim=2), mask)
+        return thought, factors, attention, torch.stack(gates, dim=2)
 
 
 def _mean_off_diagonal(gram):

@@ -1,0 +1,63 @@
+"""benchmarks/compare.py's tuning: the same draws for every model, the best trial's config on every seed."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare", os.path.join(ROOT, "benchmarks", "compare.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trials_are_distinct_grid_points_drawn_alike_every_time(compare):
+    first, again = compare.draw_trials("FLR", 5), compare.draw_trials("FLR", 5)
+    assert first == again
+    assert len({str(sorted(t.items())) for t in first}) == 5
+    for trial in first:
+        for key, value in trial.items():
+            if key == "inner_size":
+                assert value == 4 * trial["hidden_size"]
+            else:
+                assert value in compare.GRIDS["FLR"][key]
+
+
+def test_tuning_reuses_the_best_trial_and_runs_its_config_on_the_other_seeds(compare, monkeypatch):
+    calls = []
+
+    def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
+        calls.append((seed, variant, dict(extra), label))
+        return {"model": model, "seed": seed, "variant": label, "config": dict(extra),
+                "best_valid_score": extra["learning_rate"]}  # the largest learning rate "wins"
+
+    monkeypatch.setattr(compare, "run_one", fake_run_one)
+    args = compare.parse_args(["--models", "FLR", "--variants", "allpos", "--seeds", "1", "2", "3", "--trials", "4",
+                               "--skip_defaults"])
+    rows = []
+    compare.tune(args, "FLR", "ml-100k", "allpos", rows.append)
+
+    trials = compare.draw_trials("FLR", 4)
+    best = max(trials, key=lambda t: t["learning_rate"])  # first of the ties, as max() keeps
+    assert [c[3] for c in calls[:4]] == [f"allpos-trial{i}" for i in range(4)]
+    assert all(c[0] == 1 and c[1] == "allpos" for c in calls[:4])
+    assert calls[4:] == [(2, "allpos", best, "allpos-tuned"), (3, "allpos", best, "allpos-tuned")]
+    tuned = [r for r in rows if r["variant"] == "allpos-tuned"]
+    assert [r["seed"] for r in tuned] == [1, 2, 3] and all(r["config"] == best for r in tuned)
+    assert tuned[0]["reused_from"] == f"allpos-trial{trials.index(best)}"
+
+
+def test_a_baseline_tunes_its_default_variant(compare, monkeypatch):
+    calls = []
+    monkeypatch.setattr(compare, "run_one", lambda args, model, dataset, seed, variant, extra, label: calls.append(
+        (variant, label)) or {"error": "boom", "variant": label})
+    args = compare.parse_args(["--models", "SASRec", "--trials", "2"])
+    rows = []
+    compare.tune(args, "SASRec", "ml-100k", "default", rows.append)
+    assert calls == [("default", "trial0"), ("default", "trial1")]
+    assert len(rows) == 2  # every trial failed: no tuned row
