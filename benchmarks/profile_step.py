@@ -2,7 +2,8 @@ r"""Where one training step of FLR (all-positions mode) and SASRecAllPos spends 
 
 Both models are built on the same RecBole train loader; each forward part is timed by wrapping the model's own
 methods (nothing is re-implemented here), then the backward pass and the Adam step are timed as a whole. Medians over
-``--steps`` batches after one warm-up batch, one process, back to back, so machine load hits both alike.
+``--steps`` batches after one warm-up batch, one process, back to back. With one thread (the default) every time is
+the thread's CPU time, so other work on a shared machine does not inflate it; with more, wall-clock time.
 
     .venv/bin/python benchmarks/profile_step.py --dataset amazon-games --data_path ../shared/datasets --steps 5
     .venv/bin/python benchmarks/profile_step.py --dataset ml-1m --data_path ../shared/datasets --steps 3
@@ -41,12 +42,17 @@ SPECS = [
 ]
 
 
+def clock():
+    r"""This thread's CPU seconds with one torch thread (a busy machine's waits do not count), else wall seconds."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
+
+
 def timed(record, part, method):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start = clock()
         out = method(*args, **kwargs)
-        record[part] = record.get(part, 0.0) + time.perf_counter() - start
+        record[part] = record.get(part, 0.0) + clock() - start
         return out
 
     return wrapper
@@ -73,15 +79,15 @@ def profile(label, model_name, extra, parts, args):
     for _ in range(args.steps + 1):
         batch = next(iterator)
         record.clear()
-        start = time.perf_counter()
+        start = clock()
         loss = model.calculate_loss(batch)
         loss = sum(loss) if isinstance(loss, tuple) else loss
-        forward = time.perf_counter()
+        forward = clock()
         optimizer.zero_grad()
         loss.backward()
-        backward = time.perf_counter()
+        backward = clock()
         optimizer.step()
-        end = time.perf_counter()
+        end = clock()
         rows.append({**record, "forward (total)": forward - start, "backward": backward - forward,
                      "optimizer step": end - backward, "step (total)": end - start})
     rows = rows[1:]  # the warm-up step
@@ -106,6 +112,7 @@ def main():
     load = os.getloadavg()[0]
     results = [profile(*spec, args) for spec in SPECS]
     lines = [f"{args.dataset}: median seconds per training step ({args.steps} steps, {args.threads} thread(s), "
+             f"{'CPU' if args.threads == 1 else 'wall'} time, "
              f"load average {load:.1f}, anomaly detection {'on' if args.detect_anomaly else 'off'})", ""]
     for result in results:
         lines.append(f"{result['label']} (batch of {result['batch_rows']} rows, {result['batches_per_epoch']} per epoch):")
@@ -116,7 +123,8 @@ def main():
     out = os.path.join(ROOT, "benchmarks", "results", f"profile_step-{args.dataset}{suffix}.json")
     with open(out, "w") as f:
         json.dump({"command": "python benchmarks/profile_step.py " + " ".join(sys.orig_argv[2:] if hasattr(sys, "orig_argv") else []),
-                   "load_avg_1min": load, "detect_anomaly": args.detect_anomaly, "threads": args.threads, "results": results}, f, indent=1)
+                   "load_avg_1min": load, "clock": "thread CPU time" if args.threads == 1 else "wall",
+                   "detect_anomaly": args.detect_anomaly, "threads": args.threads, "results": results}, f, indent=1)
     print(f"wrote {os.path.relpath(out, ROOT)}")
 
 
