@@ -473,10 +473,16 @@ def _fmt(pair, digits=4, plus=True):
     return text + (f" ± {std:.{digits}f}" if plus and std else "")
 
 
+def _budgets(rows):
+    budgets = sorted({r.get("time_budget") or 0 for r in rows})
+    return ", ".join(f"{b} s" if b else "none" for b in budgets)
+
+
 def markdown(dataset, rows, meta):
     agg = aggregate(rows)
     lines = [f"### {dataset}", "",
-             f"Machine: {meta['machine']}. Budget per run: {meta['time_budget'] or 'none'} s of training. "
+             f"Machine: {meta['machine'].split(', load average')[0]} (each run's load average is in its line below). "
+             f"Budget per run: {_budgets(rows)} of training (a variant's `@...s` suffix names its budget). "
              f"Mean ± sample std over the seeds listed; `cut` = runs stopped by the budget (not converged).", "",
              "| Model | Variant | Seeds | NDCG@10 | Recall@10 | MRR@10 | Hit@10 | Epochs run | Best epoch | s/epoch "
              "| Train s | Samples/s | Data-loader share | Peak RSS MB | Infer users/s | Cut |",
