@@ -516,19 +516,23 @@ def plot(dataset, rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    markers, used = "os^DvPX*<>hp", {}
     for e in aggregate(rows):
         (x, xs), (y, ys) = e["train_s"], e["ndcg@10"]
-        if x is None or y is None:
+        if x is None or y is None or "trial" in e["variant"]:  # single tuning trials: in the table only
             continue
-        ax.errorbar(x, y, xerr=xs or None, yerr=ys or None, fmt="o", capsize=3,
+        n = used[e["model"]] = used.get(e["model"], -1) + 1  # one colour per model, one marker per variant
+        colour = f"C{MODELS.index(e['model']) if e['model'] in MODELS else len(MODELS)}"
+        ax.errorbar(x, y, xerr=xs or None, yerr=ys or None, fmt=markers[n % len(markers)], color=colour, capsize=3,
                     label=f"{e['model']} {e['variant']}" + (" (cut)" if e["cut"] else ""))
     ax.set_xscale("log")
     ax.set_xlabel("training time per run, s (log)")
     ax.set_ylabel("test NDCG@10")
-    ax.set_title(f"{dataset}: quality against training time")
+    ax.set_title(f"{dataset}: quality against training time\n(mean ± std over seeds; single tuning trials are in the table)",
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
