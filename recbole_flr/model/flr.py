@@ -40,8 +40,7 @@ class Pass1:
         hidden (torch.Tensor): last-layer states of the history positions, shape [B, L, D].
         mask (torch.Tensor): True at real history positions, shape [B, L].
         cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
-        input_norm (torch.Tensor): mean norm of the real input embeddings, shape [B].
-        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L].
+        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L] (see :attr:`input_norm`).
         last (torch.Tensor): state of the last real position (z_0), shape [B, D].
         attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
         thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
@@ -50,11 +49,15 @@ class Pass1:
     hidden: torch.Tensor
     mask: torch.Tensor
     cache: tuple
-    input_norm: torch.Tensor
     norms: torch.Tensor
     last: torch.Tensor
     attention_mask: torch.Tensor
     thought_position: torch.Tensor
+
+    @property
+    def input_norm(self):
+        r"""Mean norm of the real input embeddings, shape [B]: the norm the latent thought is scaled to."""
+        return self.norms.sum(1) / self.mask.sum(1).clamp_min(1)
 
 
 class FLR(SequentialRecommender):
@@ -188,7 +191,6 @@ class FLR(SequentialRecommender):
         mask = torch.arange(length, device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
         emb = self.item_embeddings(item_seq)  # [B L D]
         norms = emb.norm(dim=-1) * mask  # [B L]
-        input_norm = norms.sum(1) / item_seq_len.clamp_min(1)
         inputs = self.dropout(emb)
         n_prompt = self.prompt_ids.numel()
         if n_prompt:
@@ -199,7 +201,7 @@ class FLR(SequentialRecommender):
         hidden, cache = self.backbone.prefill(inputs, attention_mask, position_ids)
         hidden = hidden[:, n_prompt:]  # [B L D]
         last = self.gather_indexes(hidden, item_seq_len - 1)
-        return Pass1(hidden, mask, cache, input_norm, norms, last, attention_mask, n_prompt + item_seq_len)
+        return Pass1(hidden, mask, cache, norms, last, attention_mask, n_prompt + item_seq_len)
 
     def reason(self, pass1):
         r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`."""
@@ -329,7 +331,6 @@ class FLR(SequentialRecommender):
         self.register_buffer("training_window_keys", keys, persistent=False)
         getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
 
-
     def _all_positions_loss(self, interaction):
         r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
         item_seq = interaction[self.ITEM_SEQ]
@@ -363,7 +364,7 @@ class FLR(SequentialRecommender):
         length = item_seq.size(1)
         pass1 = self.encode(item_seq, item_seq_len)
         mask = pass1.mask
-        prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as encode's input_norm
+        prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as Pass1.input_norm
         latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm)
         rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]

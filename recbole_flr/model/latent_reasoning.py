@@ -112,8 +112,10 @@ class FactorizedLatentReasoning(nn.Module):
         computed once per query instead of once per factor.
 
         Args:
-            hidden (torch.Tensor): [B, L, D]. blocked (torch.Tensor): bool, True where a query may not look, [B, P, 1, L].
-            start (torch.Tensor): z_0, [B, P, D]. target_norm (torch.Tensor): [B, P].
+            hidden (torch.Tensor): pass-1 states of the history, shape [B, L, D].
+            blocked (torch.Tensor): bool, True where a query may not look, shape [B, P, 1, L].
+            start (torch.Tensor): z_0 of each query, shape [B, P, D].
+            target_norm (torch.Tensor): the norm each thought is scaled to, shape [B, P].
 
         Returns:
             tuple: thought [B, P, D], last step's factors [B, P, K, D] and attention [B, P, K, L], gates [B, P, T, K].
