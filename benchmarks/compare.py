@@ -21,6 +21,11 @@ NDCG@10 run on every other seed; the variant ``tuned`` holds the best trial's ru
 the variant ``default`` (``--skip_defaults`` leaves them out). FLR tunes its first ``--variants`` entry
 (``allpos-trial0``, ..., ``allpos-tuned``).
 
+Side by side (``--jobs N``, for a machine with cores and a GPU to spare): the seeds of a variant, the trials, then
+the tuned seeds run N at a time; each row records the load average, and the runs of one phase share the machine
+alike. ``--results_tag=-gpu`` writes ``compare-<dataset>-gpu.*`` and its own docs section, so runs on another machine
+do not mix with this one's tables (``benchmarks/gpu_tuning.sh`` runs FLR and SASRecAllPos this way).
+
 FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1 (one factor), noreg (all three regularisers
 off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT only, so compare it with nogrpo: the loss at
 every position of one window per user instead of one pass per RecBole prefix sample), notext (``item_text_field: ~``:
@@ -36,6 +41,8 @@ time), and copies the Markdown tables into docs/benchmarks.md (between markers, 
 """
 
 import argparse
+import concurrent.futures
+import functools
 import json
 import os
 import platform
@@ -44,6 +51,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import yaml
@@ -191,6 +199,7 @@ def _worker(spec_file):
         "best_valid_score": float(result["best_valid_score"]),
         "epochs": state["epochs"], "valid": state["valid"], "fit_s": state.get("fit_s"), "test": state["test"],
         "cut": state["cut"], "torch_threads": torch.get_num_threads(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
     with open(spec["out"], "w") as f:
         json.dump(out, f, indent=1)
@@ -217,6 +226,8 @@ def _commands(args, model, dataset, seed, variant, extra):
         compare += ["--data_path", args.data_path]
     if args.label_suffix:
         compare += ["--label_suffix", args.label_suffix]
+    if args.results_tag:
+        compare += [f"--results_tag={args.results_tag}"]  # "=": a tag may begin with "-"
     pairs = [f"{k}={_cli_value(v)}" for k, v in {**args.config, **extra}.items()]
     if pairs:
         compare += ["--config"] + pairs
@@ -318,7 +329,7 @@ def _summarise(raw):
         "samples_per_s": samples / train_s if train_s else None,
         "infer_users_per_s": test.get("users", 0) / test["seconds"] if test.get("seconds") else None,
         "learning_curve": [(v["epoch"], v["stage"], v["score"]) for v in valid],
-        "epoch_records": epochs, "torch_threads": raw["torch_threads"],
+        "epoch_records": epochs, "torch_threads": raw["torch_threads"], "peak_gpu_mb": raw.get("peak_gpu_mb"),
     }
 
 
@@ -411,11 +422,10 @@ def tune(args, model, dataset, variant, add):
     every seed as ``tuned``. Its first-seed run is the trial itself, recorded again under the new label (same
     seed, config and budget) rather than retrained. FLR's trials are of its first ``--variants`` entry."""
     prefix = "" if variant == "default" else variant + "-"
-    trials = []
-    for i, trial in enumerate(draw_trials(model, args.trials)):
-        trials.append(run_one(args, model, dataset, args.seeds[0], variant, trial,
-                              label=f"{prefix}trial{i}{args.label_suffix}"))
-        add(trials[-1])
+    trials = in_parallel(args, [
+        functools.partial(run_one, args, model, dataset, args.seeds[0], variant, trial,
+                          label=f"{prefix}trial{i}{args.label_suffix}")
+        for i, trial in enumerate(draw_trials(model, args.trials))], add)  # fmt: skip
     good = [r for r in trials if "error" not in r]
     if not good:
         print(f"[compare] {model}: every trial failed; no tuned run", flush=True)
@@ -424,8 +434,22 @@ def tune(args, model, dataset, variant, add):
     print(f"[compare] {model}: best trial {best['variant']} (valid {best['best_valid_score']:.4f}): {best['config']}",
           flush=True)
     add({**best, "variant": f"{prefix}tuned{args.label_suffix}", "reused_from": best["variant"]})
-    for seed in args.seeds[1:]:
-        add(run_one(args, model, dataset, seed, variant, best["config"], label=f"{prefix}tuned{args.label_suffix}"))
+    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, best["config"],
+                                         label=f"{prefix}tuned{args.label_suffix}") for seed in args.seeds[1:]], add)
+
+
+def in_parallel(args, runs, add):
+    r"""Call each of ``runs`` (each returns a row), ``--jobs`` at a time, ``add`` each row as it comes; returns the
+    rows in the order of ``runs``. Runs side by side share the machine: each row records the load average."""
+    def one(run):
+        row = run()
+        add(row)
+        return row
+
+    if args.jobs <= 1:
+        return [one(run) for run in runs]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        return list(pool.map(one, runs))
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -457,7 +481,7 @@ def aggregate(rows):
         for metric in METRICS:
             entry[metric] = _mean_std([r["test_result"].get(metric) for r in runs])
         for key in ("epochs_run", "best_epoch", "epoch_s", "train_s", "samples_per_s", "peak_rss_mb",
-                    "infer_users_per_s", "data_share"):
+                    "peak_gpu_mb", "infer_users_per_s", "data_share"):
             entry[key] = _mean_std([r.get(key) for r in runs])
         entry["epoch_s_estimated"] = any(r["epoch_s_estimated"] for r in runs)
         out.append(entry)
@@ -480,20 +504,23 @@ def _budgets(rows):
 
 def markdown(dataset, rows, meta):
     agg = aggregate(rows)
+    gpu = any(e["peak_gpu_mb"][0] is not None for e in agg)  # runs on a GPU: its peak allocated memory too
     lines = [f"### {dataset}", "",
              f"Machine: {meta['machine'].split(', load average')[0]} (each run's load average is in its line below). "
              f"Budget per run: {_budgets(rows)} of training (a variant's `@...s` suffix names its budget). "
              f"Mean ± sample std over the seeds listed; `cut` = runs stopped by the budget (not converged).", "",
              "| Model | Variant | Seeds | NDCG@10 | Recall@10 | MRR@10 | Hit@10 | Epochs run | Best epoch | s/epoch "
-             "| Train s | Samples/s | Data-loader share | Peak RSS MB | Infer users/s | Cut |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Train s | Samples/s | Data-loader share | Peak RSS MB |" + (" Peak GPU MB |" if gpu else "")
+             + " Infer users/s | Cut |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for e in agg:
         est = " (est.)" if e["epoch_s_estimated"] else ""
         lines.append(
             f"| {e['model']} | {e['variant']} | {len(e['seeds'])} | {_fmt(e['ndcg@10'])} | {_fmt(e['recall@10'])} | "
             f"{_fmt(e['mrr@10'])} | {_fmt(e['hit@10'])} | {_fmt(e['epochs_run'], 2)} | {_fmt(e['best_epoch'], 1)} | "
             f"{_fmt(e['epoch_s'], 0)}{est} | {_fmt(e['train_s'], 0)} | {_fmt(e['samples_per_s'], 0)} | "
-            f"{_fmt(e['data_share'], 2)} | {_fmt(e['peak_rss_mb'], 0)} | {_fmt(e['infer_users_per_s'], 0)} | "
+            f"{_fmt(e['data_share'], 2)} | {_fmt(e['peak_rss_mb'], 0)} | "
+            + (f"{_fmt(e['peak_gpu_mb'], 0)} | " if gpu else "") + f"{_fmt(e['infer_users_per_s'], 0)} | "
             f"{e['cut']}/{len(e['seeds'])} |")
     lines += ["", "All test metrics (mean over seeds):", "",
               "| Model | Variant | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
@@ -627,6 +654,10 @@ def parse_args(argv=None):
     parser.add_argument("--skip_defaults", action="store_true",
                         help="with --trials: only the tuning runs (the default-config runs are already in the JSON)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side: the seeds of a variant, the trials, then the tuned seeds (a GPU machine)")
+    parser.add_argument("--results_tag", default="",
+                        help="added to the results' names: compare-<dataset><tag>.json and its docs section (e.g. -gpu)")
     parser.add_argument("--label_suffix", default="",
                         help="added to the variant's name in the tables (e.g. '@1500s' to keep runs of another budget apart)")
     parser.add_argument("--step_cost", type=int, default=0,
@@ -657,7 +688,8 @@ def main(argv=None):
         if args.step_cost:
             step_cost(args, dataset)
             continue
-        path = os.path.join(RESULTS, f"compare-{dataset}.json")
+        name = dataset + args.results_tag  # the results' file and docs section
+        path = os.path.join(RESULTS, f"compare-{name}.json")
         meta = {
             "machine": machine_info(args.threads), "time_budget": args.time_budget, "protocol": PROTOCOL,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
@@ -668,21 +700,23 @@ def main(argv=None):
                 for row in old["runs"]:  # recomputed, so a fix to the cost summary reaches older rows
                     if row.get("epoch_records"):
                         row["epoch_s"], row["epoch_s_estimated"] = _epoch_cost(row["epoch_records"])
-                write_report(dataset, old["runs"], old["meta"])
+                write_report(name, old["runs"], old["meta"])
             continue
         fresh = [not args.append]  # the first row of a run without --append starts the JSON anew
+        lock = threading.Lock()  # --jobs: rows come from several threads
 
-        def add(row):
-            record(dataset, row, meta, fresh[0])
-            fresh[0] = False
+        def add(row, name=name):
+            with lock:
+                record(name, row, meta, fresh[0])
+                fresh[0] = False
             return row
 
         for model in args.models:
             variants = args.variants if model == "FLR" else ["default"]
             if not args.skip_defaults:
                 for variant in variants:
-                    for seed in args.seeds:
-                        add(run_one(args, model, dataset, seed, variant, label=variant + args.label_suffix))
+                    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant,
+                                                         label=variant + args.label_suffix) for seed in args.seeds], add)
             if args.trials:
                 tune(args, model, dataset, variants[0], add)
     return 0

@@ -20,6 +20,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_flr.config import Config
+from recbole_flr.model.all_positions import compact_train_data
 from recbole_flr.trainer.compat import load_checkpoint, load_model_state
 from recbole_flr.utils import ensure_dataset, get_model, get_trainer
 
@@ -101,6 +102,7 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
+    train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if config["resume_from"]:  # an interrupted run's <best>-last.pth: README, "Resuming"

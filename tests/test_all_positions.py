@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recbole_flr import run_recbole_flr
-from recbole_flr.model.all_positions import row_keys
+from recbole_flr.model.all_positions import KeptWindowsLoader, compact_train_data, kept_rows, row_keys
 
 from conftest import build_flr as build
 
@@ -73,3 +73,33 @@ def test_one_epoch_run_with_the_switch(tiny_config_dict):
     config = dict(tiny_config_dict, train_all_positions=True, train_stages=["sft"])
     result = run_recbole_flr(model="FLR", dataset="tiny", config_dict=config)
     assert result["test_result"] and all(math.isfinite(v) for v in result["test_result"].values())
+
+
+def _keys_of(batch):
+    return row_keys(batch["user_id"], batch["item_id_list"], batch["item_length"], batch["item_id"])
+
+
+def test_compact_loader_yields_exactly_the_kept_windows(tiny_config_dict):
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, train_stages=["sft"],
+                                 MAX_ITEM_LIST_LENGTH=4, train_batch_size=32)  # fmt: skip
+    loader = compact_train_data(train_data, model)
+    assert isinstance(loader, KeptWindowsLoader)
+    rows, kept = len(train_data._dataset), len(model.training_window_keys)
+    assert kept < rows and loader.windows_per_batch == max(1, round(32 * kept / rows))
+    batches = list(loader)
+    assert all(len(b) == loader.windows_per_batch for b in batches[:-1]) and len(batches) == len(loader)
+    seen = torch.cat([_keys_of(b) for b in batches])
+    assert torch.equal(torch.sort(seen).values, model.training_window_keys)  # each kept window once, nothing else
+    assert all(kept_rows(model.training_window_keys, _keys_of(b)).all() for b in batches)
+    # the same windows as the full loader's kept rows: the same loss on them
+    full = next(iter(train_data))
+    window = full[kept_rows(model.training_window_keys, _keys_of(full))]
+    model.eval()
+    torch.testing.assert_close(model.calculate_loss(window)[0], model.calculate_loss(full)[0])
+
+
+def test_compact_loader_only_for_all_positions_sft(tiny_config_dict):
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, train_stages=["sft", "grpo"])
+    assert compact_train_data(train_data, model) is train_data  # GRPO samples every prefix row
+    model, train_data, _ = build(tiny_config_dict, train_stages=["sft"])
+    assert compact_train_data(train_data, model) is train_data  # train_all_positions: False

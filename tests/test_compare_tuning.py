@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import threading
 
 import pytest
 
@@ -61,3 +62,20 @@ def test_a_baseline_tunes_its_default_variant(compare, monkeypatch):
     compare.tune(args, "SASRec", "ml-100k", "default", rows.append)
     assert calls == [("default", "trial0"), ("default", "trial1")]
     assert len(rows) == 2  # every trial failed: no tuned row
+
+
+def test_jobs_run_the_trials_side_by_side_and_keep_their_order(compare, monkeypatch):
+    barrier = threading.Barrier(4, timeout=10)  # breaks unless the 4 trials are running at the same time
+
+    def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
+        if label.startswith("trial"):
+            barrier.wait()
+        return {"model": model, "seed": seed, "variant": label, "config": dict(extra),
+                "best_valid_score": extra["learning_rate"]}
+
+    monkeypatch.setattr(compare, "run_one", fake_run_one)
+    args = compare.parse_args(["--models", "SASRec", "--seeds", "1", "2", "--trials", "4", "--jobs", "4"])
+    rows = []
+    compare.tune(args, "SASRec", "ml-100k", "default", rows.append)
+    assert sorted(r["variant"] for r in rows[:4]) == [f"trial{i}" for i in range(4)]
+    assert [r["variant"] for r in rows[4:]] == ["tuned", "tuned"] and [r["seed"] for r in rows[4:]] == [1, 2]

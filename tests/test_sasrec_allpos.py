@@ -10,7 +10,7 @@ import yaml
 
 from recbole_flr import Config, run_recbole_flr
 from recbole_flr.config import RECBOLE_PROPERTIES_DIR
-from recbole_flr.model.all_positions import kept_rows, row_keys
+from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_keys
 
 
 def build(config_dict, **overrides):
@@ -79,3 +79,14 @@ def test_run_through_the_plugin(tiny_config_dict):
     result = run_recbole_flr(model="SASRecAllPos", dataset="tiny", config_dict=tiny_config_dict)
     assert result["test_result"] and all(math.isfinite(v) for v in result["test_result"].values())
     assert result["best_valid_score"] > 0
+
+
+def test_compact_loader_holds_the_kept_windows(tiny_config_dict):
+    model, train_data = build(tiny_config_dict, MAX_ITEM_LIST_LENGTH=4)
+    loader = compact_train_data(train_data, model)
+    feat = loader._dataset.inter_feat
+    keys = row_keys(feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"])
+    assert torch.equal(torch.sort(keys).values, model.training_window_keys)
+    rows, batch = len(train_data._dataset), tiny_config_dict["train_batch_size"]
+    assert loader.windows_per_batch == max(1, round(batch * len(keys) / rows)) < batch
+    assert abs(len(loader) - len(train_data)) <= max(1, len(train_data) // 10)  # about the same steps per epoch

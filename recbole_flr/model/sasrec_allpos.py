@@ -21,8 +21,10 @@ class SASRecAllPos(SASRec):
     Its defaults are RecBole's SASRec.yaml.
 
     NOTE:
-        RecBole's train loader still yields every prefix row; rows that are not a kept window are skipped in the
-        loss (see :mod:`recbole_flr.model.all_positions`), so an epoch still sees each training target once.
+        RecBole's train loader yields every prefix row; rows that are not a kept window are skipped in the loss
+        (see :mod:`recbole_flr.model.all_positions`), so an epoch still sees each training target once. Through
+        ``run_recbole_flr`` the trainer gets a loader over the kept windows alone
+        (:func:`~recbole_flr.model.all_positions.compact_train_data`).
     """
 
     def __init__(self, config, dataset):
