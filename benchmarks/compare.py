@@ -674,6 +674,8 @@ def parse_args(argv=None):
     unknown = [v for v in args.variants if any(part not in VARIANTS for part in v.split("+"))]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: it must be at least 1 (1 runs one at a time)")
     if args.time_budget and args.time_budget == int(args.time_budget):
         args.time_budget = int(args.time_budget)
     return args

@@ -79,3 +79,9 @@ def test_jobs_run_the_trials_side_by_side_and_keep_their_order(compare, monkeypa
     compare.tune(args, "SASRec", "ml-100k", "default", rows.append)
     assert sorted(r["variant"] for r in rows[:4]) == [f"trial{i}" for i in range(4)]
     assert [r["variant"] for r in rows[4:]] == ["tuned", "tuned"] and [r["seed"] for r in rows[4:]] == [1, 2]
+
+
+def test_jobs_below_one_is_refused_with_the_option(compare, capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--jobs", "0"])
+    assert "--jobs 0: it must be at least 1" in capsys.readouterr().err
