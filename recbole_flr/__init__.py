@@ -1,7 +1,8 @@
 """recbole-flr: Factorised Latent Reasoning (FLR) for LLM-based sequential recommendation, as a RecBole plugin."""
 
-from recbole_flr.utils import no_anomaly_detection, numpy_compat
+from recbole_flr.utils import no_anomaly_detection, numpy_compat, quiet_recbole_warnings
 
+quiet_recbole_warnings()  # RecBole's own deprecation warnings (torch.cuda.amp.GradScaler), not the user's
 numpy_compat()  # before any RecBole module reads the numpy aliases that numpy 2 removed
 no_anomaly_detection()  # RecBole 1.2.1 turns autograd's anomaly detection on for every model when imported
 

@@ -2,22 +2,35 @@
 recbole_flr.errors
 ##################
 The errors that a user's input causes, and how the command line reports them: one line naming the problem, a
-non-zero exit, no traceback (``RECBOLE_FLR_TRACEBACK=1`` shows it).
+non-zero exit, no traceback (``RECBOLE_FLR_TRACEBACK=1`` shows it). Any other exception is a bug of ours or of a
+library and keeps its traceback.
 """
 
 import os
 
 import yaml
 
-from recbole_flr.trainer.compat import CheckpointError
 
-# SyntaxError: RecBole's Config raises it for a --key given twice with different values
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError, yaml.YAMLError, SyntaxError)
+class UserInputError(ValueError):
+    r"""A mistake in the user's settings, command line or files; the message names the key or file and what to do.
+
+    A ``ValueError``, as RecBole's own checks raise, so callers that catch ValueError keep working.
+    """
+
+
+class CheckpointError(RuntimeError):
+    r"""A checkpoint file that cannot be read, or that belongs to another model."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    r"""A dataset that is neither on disk nor downloadable."""
+
+
+USER_ERRORS = (UserInputError, CheckpointError, DatasetNotFoundError, yaml.YAMLError)
 
 
 def user_error_message(error):
     r"""The one-line report of a user error, or re-raise it with its traceback when asked to."""
     if os.environ.get("RECBOLE_FLR_TRACEBACK"):
         raise error
-    message = error.args[0] if isinstance(error, KeyError) and error.args else error
-    return f"recbole_flr: error: {message}\n(set RECBOLE_FLR_TRACEBACK=1 to see the traceback)"
+    return f"recbole_flr: error: {error}\n(set RECBOLE_FLR_TRACEBACK=1 to see the traceback)"

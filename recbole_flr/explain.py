@@ -31,7 +31,7 @@ import textwrap
 import numpy as np
 import torch
 
-from recbole_flr.errors import USER_ERRORS, user_error_message
+from recbole_flr.errors import USER_ERRORS, UserInputError, user_error_message
 from recbole_flr.trainer.compat import CheckpointError, load_checkpoint
 
 TEXT_FIELDS = ("movie_title", "title")
@@ -101,11 +101,11 @@ def user_index(dataset, test_data, user_id):
     examples = ", ".join(str(dataset.id2token(uid_field, int(u))) for u in test_uids[:5])
     token = str(user_id)
     if token not in dataset.field2token_id[uid_field]:
-        raise ValueError(f"user id '{token}' is not in dataset '{dataset.dataset_name}' (valid ids look like: "
+        raise UserInputError(f"user id '{token}' is not in dataset '{dataset.dataset_name}' (valid ids look like: "
                          f"{examples}, ...).")  # fmt: skip
     rows = np.flatnonzero(test_uids == dataset.token2id(uid_field, token))
     if rows.size == 0:
-        raise ValueError(f"user id '{token}' has no test sample in dataset '{dataset.dataset_name}' (too short a "
+        raise UserInputError(f"user id '{token}' has no test sample in dataset '{dataset.dataset_name}' (too short a "
                          f"history for the split); users with one look like: {examples}, ...")  # fmt: skip
     return int(rows[-1])
 
@@ -143,7 +143,7 @@ def explain_user(model, dataset, test_data, user_id, topk=10, exclude_history=Fa
         scores[history] = -np.inf
     candidates = int(torch.isfinite(scores).sum())
     if not 1 <= topk <= candidates:
-        raise ValueError(f"--topk {topk} is invalid: this user can be recommended 1 to {candidates} items.")
+        raise UserInputError(f"--topk {topk} is invalid: this user can be recommended 1 to {candidates} items.")
     target = int(sample[model.POS_ITEM_ID][0])
     names = item_titles(dataset, getattr(model, "item_text_field", None))
     tokens = dataset.field2id_token[dataset.iid_field]
@@ -253,12 +253,12 @@ def item_feature(config, dataset, feature):
     tokens = dataset.field2id_token[dataset.iid_field]
     path = os.path.join(config["data_path"], f"{config['dataset']}.item")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--feature {feature} needs the item file {path}, which does not exist.")
+        raise UserInputError(f"--feature {feature} needs the item file {path}, which does not exist.")
     read = {"sep": config["field_separator"], "quoting": csv.QUOTE_NONE, "encoding": config["encoding"] or "utf-8"}
     header = pd.read_csv(path, nrows=0, **read).columns
     fields = {column.split(":")[0]: column for column in header}
     if feature not in fields:
-        raise ValueError(f"--feature {feature} is not a column of {path}; columns: {sorted(fields)}.")
+        raise UserInputError(f"--feature {feature} is not a column of {path}; columns: {sorted(fields)}.")
     iid = fields[dataset.iid_field]
     frame = pd.read_csv(path, usecols=[iid, fields[feature]], dtype=str, **read)
     frame = frame.fillna("")

@@ -9,6 +9,7 @@ NOTE:
     twice in memory); this module imports neither. Otherwise the steps, seeds and logs are RecBole's.
 """
 
+import logging
 import os
 import sys
 from collections.abc import MutableMapping
@@ -16,13 +17,14 @@ from logging import getLogger
 
 import torch
 import torch.distributed as dist
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_flr.config import Config
+from recbole_flr.config import Config, training_plan, validate
+from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import compact_train_data
 from recbole_flr.trainer.compat import load_checkpoint, load_model_state
-from recbole_flr.utils import ensure_dataset, get_model, get_trainer
+from recbole_flr.utils import ensure_dataset, get_model, get_trainer, load_dataset
 
 
 def run(
@@ -50,6 +52,7 @@ def run(
     # RecBole's processes each create ./log/<model> and checkpoint_dir with a check-then-mkdir that races: one
     # of them then dies with FileExistsError. Create them once here.
     paths = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    validate(paths)  # once, before spawning: a bad setting stops here with one message
     for folder in (os.path.join("log", paths["model"]), paths["checkpoint_dir"]):
         os.makedirs(folder, exist_ok=True)
     world_size = nproc if world_size == -1 else world_size
@@ -67,7 +70,7 @@ def _check_nproc(nproc, gpu_id):
     available = torch.cuda.device_count() if on_gpu else os.cpu_count()
     if nproc < 1 or nproc > available:
         kind = "GPUs" if on_gpu else "CPU cores (no GPU: the processes use gloo on the CPU)"
-        raise ValueError(f"--nproc={nproc} is not in [1, {available}]: this machine has {available} {kind}.")
+        raise UserInputError(f"--nproc={nproc} is not in [1, {available}]: this machine has {available} {kind}.")
 
 
 def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
@@ -88,14 +91,19 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
         ``saved_model_file`` (None when not saved).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    validate(config)  # unknown keys, documented ranges, valid_metric, FLR's stages: before any log or training
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    logger.info(training_plan(config))
+    log_file = next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None)
+    if log_file:
+        logger.info(f"Log file: {log_file}")
     logger.info(sys.argv)
     logger.info(config)
 
     ensure_dataset(config)
-    dataset = create_dataset(config)
+    dataset = load_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
@@ -105,6 +113,11 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if saved and hasattr(trainer, "last_model_file"):
+        logger.info(
+            f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "
+            f"{trainer.last_model_file} (to continue a killed run: the same command with --resume_from=<that file>)."
+        )
     if config["resume_from"]:  # an interrupted run's <best>-last.pth: README, "Resuming"
         trainer.resume_checkpoint(config["resume_from"])
     best_valid_score, best_valid_result = trainer.fit(
@@ -165,7 +178,7 @@ def load_data_and_model(model_file, weights_only=True):
     logger.info(config)
 
     ensure_dataset(config)
-    dataset = create_dataset(config)
+    dataset = load_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 

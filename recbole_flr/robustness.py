@@ -19,6 +19,7 @@ metrics are RecBole's, computed exactly as for the clean test set (``rate=0`` re
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 
+from recbole_flr.errors import UserInputError
 from recbole_flr.utils import get_trainer
 
 CORRUPTIONS = ("replace", "drop")
@@ -31,7 +32,7 @@ def _real_mask(item_seq, item_seq_len):
 
 def _check(rate, item_seq, item_seq_len):
     if not 0.0 <= float(rate) <= 1.0:
-        raise ValueError(f"rate={rate} is invalid: a corruption rate is a probability in [0, 1].")
+        raise UserInputError(f"rate={rate} is invalid: a corruption rate is a probability in [0, 1].")
     if item_seq.dim() != 2 or item_seq_len.shape != item_seq.shape[:1]:
         raise ValueError(f"item_seq must be [N, L] and item_seq_len [N]; got {tuple(item_seq.shape)} and "
                          f"{tuple(item_seq_len.shape)}.")  # fmt: skip
@@ -106,7 +107,7 @@ def corrupt_interaction(interaction, kind, rate, n_items, seed, item_seq_field="
         Interaction: a new interaction; the target item field and every non-history field are shared unchanged.
     """
     if kind not in CORRUPTIONS:
-        raise ValueError(f"corruption kind '{kind}' is invalid: the range is {list(CORRUPTIONS)}.")
+        raise UserInputError(f"corruption kind '{kind}' is invalid: the range is {list(CORRUPTIONS)}.")
     generator = torch.Generator().manual_seed(int(seed))
     fields = dict(interaction.interaction)
     seq, seq_len = fields[item_seq_field], fields[item_seq_len_field]

@@ -8,6 +8,7 @@ needs on today's stack (numpy 2, torch >= 2.6, offline machines).
 import importlib
 import os
 import shutil
+import warnings
 import zipfile
 from functools import lru_cache
 from logging import getLogger
@@ -18,6 +19,8 @@ import yaml
 import recbole
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_flr.errors import DatasetNotFoundError, UserInputError  # noqa: F401  (DatasetNotFoundError: re-exported)
 
 
 def no_anomaly_detection():
@@ -35,6 +38,14 @@ def no_anomaly_detection():
     import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's module-level switch now)
 
     torch.autograd.set_detect_anomaly(False)
+
+
+def quiet_recbole_warnings():
+    r"""Hide the deprecation warnings that RecBole 1.2.1's own code triggers on today's torch (``torch.cuda.amp.
+    GradScaler`` every epoch, ...): the user can do nothing about them. Only warnings attributed to RecBole's modules
+    are filtered; the user's code and the plugin's keep theirs."""
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"recbole\.")
 
 
 def numpy_compat():
@@ -81,7 +92,7 @@ def get_model(model_name):
         # RecBole's lookup ends in its exlib package, which imports xgboost/lightgbm: an unknown name then
         # surfaces as their ModuleNotFoundError
         known = ", ".join(plugin_models.__all__)
-        raise ValueError(
+        raise UserInputError(
             f"Unknown model [{model_name}]: it is neither a recbole_flr model ({known}) nor a RecBole model "
             "(see https://recbole.io/model_list.html for the names, e.g. SASRec, BERT4Rec, GRU4Rec)"
             + (f"; RecBole's lookup also said: {error}" if isinstance(error, ModuleNotFoundError) else ".")
@@ -114,10 +125,6 @@ def _with_safe_checkpoints(trainer_class):
     if not issubclass(trainer_class, Trainer):
         return trainer_class  # e.g. DecisionTreeTrainer: its own checkpoint format, left as RecBole wrote it
     return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {"__module__": __name__})
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    r"""A dataset that is neither on disk nor downloadable."""
 
 
 def _atomic_files_hint(dataset, folder):
@@ -190,7 +197,7 @@ def check_interaction_file(config):
     with open(path, encoding=config["encoding"] or "utf-8") as f:
         header, first_row = f.readline().rstrip("\n"), f.readline().strip()
     if not header:
-        raise ValueError(f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows.")
+        raise UserInputError(f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows.")
     columns = [field.split(":")[0] for field in header.split(config["field_separator"])]
     required = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
     if config["eval_args"]["order"] == "TO":
@@ -198,12 +205,74 @@ def check_interaction_file(config):
     load_col = (config["load_col"] or {}).get("inter") if isinstance(config["load_col"], dict) else None
     for column in required:
         if column not in columns:
-            raise ValueError(
+            raise UserInputError(
                 f"{path} has no column '{column}' (columns: {columns}); it is required as "
                 + ("TIME_FIELD by eval_args order: TO" if column == config["TIME_FIELD"] else "a user or item id")
                 + ". Rename the column in the file or set USER_ID_FIELD/ITEM_ID_FIELD/TIME_FIELD."
             )
         if load_col is not None and column not in load_col:
-            raise ValueError(f"load_col['inter'] = {load_col} leaves out the required column '{column}' of {path}.")
+            raise UserInputError(f"load_col['inter'] = {load_col} leaves out the required column '{column}' of {path}.")
     if not first_row:
-        raise ValueError(f"{path} has a header but no interactions.")
+        raise UserInputError(f"{path} has a header but no interactions.")
+
+
+def load_dataset(config):
+    r"""RecBole's ``create_dataset``; when pandas cannot parse an atomic file, one error naming the file and line.
+
+    Args:
+        config (Config): the run's config.
+
+    Returns:
+        Dataset: RecBole's dataset.
+    """
+    from recbole.data import create_dataset
+
+    try:
+        return create_dataset(config)
+    except (ValueError, TypeError, pd_errors().ParserError) as error:
+        problem = find_bad_atomic_line(config)
+        if problem is None:
+            raise  # not a parse error of the user's file: keep the traceback
+        raise UserInputError(f"{problem} (pandas said: {str(error).splitlines()[0][:200]})") from error
+
+
+def pd_errors():
+    import pandas
+
+    return pandas.errors
+
+
+def find_bad_atomic_line(config):
+    r"""The first line of the dataset's atomic files (``.inter``, ``.item``, ``.user``) that RecBole cannot read: a
+    wrong number of fields, a ``:float`` field that is not a number, or a field starting with a double quote.
+
+    Returns:
+        str or None: what is wrong, where, and what to change; None if every line reads.
+    """
+    separator = config["field_separator"] or "\t"
+    for suffix in ("inter", "item", "user"):
+        path = os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding=config["encoding"] or "utf-8", errors="replace") as f:
+            header = f.readline().rstrip("\r\n").split(separator)
+            types = [column.split(":", 1)[1] if ":" in column else "" for column in header]
+            for number, line in enumerate(f, start=2):
+                fields = line.rstrip("\r\n").split(separator)
+                if fields == [""]:
+                    continue
+                if len(fields) != len(header):
+                    return (f"{path}, line {number}: {len(fields)} fields where the header has {len(header)} "
+                            f"({separator!r}-separated); remove the extra separators or fill the missing fields.")  # fmt: skip
+                for column, kind, value in zip(header, types, fields):
+                    if value.startswith('"') and not (len(value) > 1 and value.endswith('"')):
+                        return (f"{path}, line {number}: the field {column} starts with a double quote ({value[:40]!r}), "
+                                "which the CSV reader takes as an opening quote that runs into the next lines; remove "
+                                "the quote or put the text without quotes.")  # fmt: skip
+                    if kind == "float" and value.strip():
+                        try:
+                            float(value)
+                        except ValueError:
+                            return (f"{path}, line {number}: {column} is {value!r}, not a number; a :float column "
+                                    "holds numbers only (change the value, or declare the column :token).")  # fmt: skip
+    return None

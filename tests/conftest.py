@@ -2,6 +2,7 @@
 
 import os
 import string
+import sys
 
 import pytest
 
@@ -40,6 +41,13 @@ def write_tiny_dataset(folder, name="tiny", empty_title_items=(7,)):
             title = "" if item in empty_title_items else f"{WORDS[item % 12]} {WORDS[(item // 12) % 12]} {item % 5}"
             f.write(f"{item}\t{title}\n")
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_pytest_arguments(monkeypatch):
+    r"""RecBole's Config reads every ``--key=value`` of ``sys.argv`` as a setting, and the plugin stops on unknown
+    keys: pytest's own options (``--tb=short``) must not reach it. Tests that run the CLI set ``sys.argv`` again."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from recbole_flr.errors import UserInputError
+
 #: Architecture families the embedded backbone can be built from (``llm_arch``).
 EMBEDDED_ARCHS = ("qwen2", "llama", "mistral")
 #: Titles longer than this many LLM tokens are cut before they are embedded.
@@ -138,9 +140,9 @@ def build_embedded_backbone(llm_arch, hidden_size, n_layers, n_heads, inner_size
         DecoderBackbone: the backbone (no tokenizer).
     """
     if llm_arch not in EMBEDDED_ARCHS:
-        raise ValueError(f"llm_arch='{llm_arch}' is not supported: valid values are {list(EMBEDDED_ARCHS)}.")
+        raise UserInputError(f"llm_arch='{llm_arch}' is not supported: valid values are {list(EMBEDDED_ARCHS)}.")
     if hidden_size % n_heads != 0:
-        raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of n_heads ({n_heads}).")
+        raise UserInputError(f"hidden_size ({hidden_size}) must be a multiple of n_heads ({n_heads}).")
     config = AutoConfig.for_model(
         llm_arch,
         vocab_size=1,  # inputs are always inputs_embeds; the token table is unused
@@ -168,7 +170,7 @@ def resolve_llm_path(llm_path):
     if os.path.isdir(path):
         return path
     if os.path.exists(path) or not _HUB_ID.match(str(llm_path)) or str(llm_path).startswith((".", "~")):
-        raise ValueError(
+        raise UserInputError(
             f"llm_path='{llm_path}' does not exist: give a local directory holding a causal LM saved with "
             "save_pretrained, a .gguf file, or a hub id such as 'Qwen/Qwen2.5-0.5B' (or ~ for the embedded backbone)."
         )
@@ -202,7 +204,7 @@ def resolve_checkpoint(llm_path, llm_gguf_file=None):
     if os.path.isfile(path) and path.endswith(GGUF_SUFFIX):
         folder, name = os.path.split(os.path.abspath(path))
         if llm_gguf_file and os.path.basename(os.path.expanduser(str(llm_gguf_file))) != name:
-            raise ValueError(
+            raise UserInputError(
                 f"llm_gguf_file='{llm_gguf_file}' contradicts llm_path='{llm_path}', which is already a GGUF file: "
                 "set llm_gguf_file: ~ (or llm_path to the directory holding llm_gguf_file)."
             )
@@ -211,7 +213,7 @@ def resolve_checkpoint(llm_path, llm_gguf_file=None):
         folder = resolve_llm_path(llm_path)
         found = _gguf_files(folder)
         if found and not os.path.exists(os.path.join(folder, "config.json")):
-            raise ValueError(
+            raise UserInputError(
                 f"llm_path='{llm_path}' holds GGUF files {found} but no config.json: set llm_gguf_file to one of "
                 "them, or llm_path to the .gguf file itself."
             )
@@ -224,13 +226,13 @@ def resolve_checkpoint(llm_path, llm_gguf_file=None):
             target = os.path.join(folder, wanted) if local else wanted  # join keeps an absolute ``wanted``
             if not os.path.isfile(target):
                 listed = f"; GGUF files in llm_path: {_gguf_files(folder)}" if local else ""
-                raise ValueError(
+                raise UserInputError(
                     f"llm_gguf_file='{llm_gguf_file}' does not exist (looked for {target}){listed}. Give a .gguf file "
                     "name inside llm_path, an absolute .gguf path, or ~ for a save_pretrained directory."
                 )
             folder, llm_gguf_file = os.path.split(os.path.abspath(target))
     if not gguf_available():
-        raise ValueError(
+        raise UserInputError(
             f"the GGUF checkpoint '{llm_gguf_file}' (llm_gguf_file, or llm_path ending in .gguf) needs the gguf "
             "package, version >= 0.10.0: pip install gguf"
         )
@@ -260,7 +262,7 @@ def load_pretrained_backbone(llm_path, device, llm_gguf_file=None):
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **source)
         tokenizer = AutoTokenizer.from_pretrained(path, **source)
     except (OSError, ValueError, KeyError) as error:  # what transformers raises for a folder it cannot read
-        raise ValueError(
+        raise UserInputError(
             f"llm_path={llm_path!r} is not a causal LM with a tokenizer that transformers can load "
             f"(a folder written by save_pretrained, a .gguf file, or a hub id): {str(error).splitlines()[0]}"
         ) from None
@@ -287,7 +289,7 @@ def add_lora(backbone, lora_r, lora_alpha, lora_dropout, lora_target_modules):
     if targets != "all-linear":
         missing = [t for t in targets if t not in available]
         if not targets or missing:
-            raise ValueError(
+            raise UserInputError(
                 f"lora_target_modules {missing or targets} not found in the model at llm_path; "
                 f"nn.Linear modules that exist: {available} (or 'all-linear')."
             )

@@ -19,6 +19,7 @@ from recbole.utils import FeatureType
 from torch import nn
 from transformers import DynamicCache
 
+from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
 from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
 from recbole_flr.model.latent_reasoning import (
@@ -273,17 +274,17 @@ class FLR(SequentialRecommender):
         for key, low in (("n_factors", 1), ("latent_steps", 1), ("hidden_size", 1), ("lora_r", 1)):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{key}={value!r} is invalid: it must be an integer >= {low}.")
+                raise UserInputError(f"{key}={value!r} is invalid: it must be an integer >= {low}.")
         for key in ("lambda_orth", "lambda_div", "lambda_sparse"):
             if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
+                raise UserInputError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
         if self.loss_type != "CE":
-            raise ValueError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
+            raise UserInputError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
         if self.llm_gguf_file not in (None, "~") and not self.llm_path:
-            raise ValueError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path to "
+            raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path to "
                              "the .gguf file itself and llm_gguf_file: ~.")
         if self.llm_prompt and not self.llm_path:
-            raise ValueError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
+            raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
 
     def _text_field(self, field, dataset):
         present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
@@ -292,7 +293,7 @@ class FLR(SequentialRecommender):
         if field == "auto":
             return next((name for name in TEXT_FIELDS if name in present), None)
         if field not in present or dataset.field2type[field] != FeatureType.TOKEN_SEQ:
-            raise ValueError(
+            raise UserInputError(
                 f"item_text_field='{field}' is not a token_seq field of the dataset's item features; fields "
                 f"present: {present}. Use 'auto', ~ (no text) or a token_seq field loaded through load_col."
             )
@@ -326,7 +327,7 @@ class FLR(SequentialRecommender):
             self.train_all_positions = False
             return
         if self.train_all_positions is not True:
-            raise ValueError(f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False.")
+            raise UserInputError(f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False.")
         keys = training_window_keys(dataset, self.max_seq_length)
         self.register_buffer("training_window_keys", keys, persistent=False)
         getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")

@@ -9,6 +9,7 @@ from logging import getLogger
 import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 
+from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
 
 
@@ -30,7 +31,7 @@ class SASRecAllPos(SASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         if self.loss_type != "CE":
-            raise ValueError(
+            raise UserInputError(
                 f"SASRecAllPos needs loss_type: CE (full cross-entropy at every position), got {self.loss_type!r}; "
                 "use SASRec for BPR."
             )

@@ -25,14 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import get_local_time, set_color
 
 from recbole_flr.config import Config
+from recbole_flr.errors import CheckpointError, UserInputError
 
 
-class CheckpointError(RuntimeError):
-    r"""A checkpoint file that cannot be read, or that belongs to another model."""
-
-
-class NonFiniteLossError(ValueError):
-    r"""A NaN or infinite training loss; the message names the stage, epoch and batch (a ValueError, as RecBole's)."""
+class NonFiniteLossError(UserInputError):
+    r"""A NaN or infinite training loss; the message names the stage, epoch and batch (a ValueError, as RecBole's).
+    Reported like a user error: the usual cause is a setting (learning rate, loss weights)."""
 
 
 LAST_SUFFIX = "-last"
