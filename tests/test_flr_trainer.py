@@ -113,6 +113,53 @@ def test_grpo_overwrites_the_sft_checkpoint_only_when_it_beats_it(tiny_config_di
         assert trainer.cur_step == 2  # both GRPO epochs were counted as failures to improve
 
 
+def test_a_grpo_epoch_that_ties_sft_neither_overwrites_nor_resets_the_counter(tiny_config_dict, monkeypatch, caplog):
+    # RecBole's early_stopping counts a tie (>=) as an improvement: the GRPO weights then overwrote the SFT checkpoint
+    # and were tested while the log said the SFT checkpoint stands, and every grpo_epoch ran at an unchanged score
+    config, model, train_data, valid_data, test_data = _build(
+        {**tiny_config_dict, **FAST, "grpo_epochs": 5, "grpo_stopping_step": 1}
+    )
+    trainer = FLRTrainer(config, model)
+    real_valid_epoch = trainer._valid_epoch
+    grpo_epochs = []
+
+    def valid_epoch(valid_data, show_progress=False):
+        score, result = real_valid_epoch(valid_data, show_progress)
+        if trainer.stage == "grpo":  # a forced tie with the SFT score
+            grpo_epochs.append(trainer._last_epoch)
+            return trainer.sft_valid_score, result
+        return score, result
+
+    monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
+    sft_weights = {}
+    real_begin = trainer._begin_grpo
+
+    def begin_grpo(*args):
+        started = real_begin(*args)
+        sft_weights.update(_snapshot(model))
+        return started
+
+    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    with caplog.at_level("INFO"):
+        trainer.fit(train_data, valid_data, saved=True)
+    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
+    assert checkpoint["stage"] == "sft" and checkpoint["epoch"] == 0  # the file: SFT's
+    assert all(torch.equal(checkpoint["state_dict"][n], sft_weights[n]) for n in sft_weights if n in checkpoint["state_dict"])
+    assert trainer.grpo_improved is False and "the SFT checkpoint stands" in caplog.text  # the log
+    assert len(grpo_epochs) == 2  # ties count toward grpo_stopping_step=1: stopped after 2 of 5 epochs
+    trainer.evaluate(test_data, load_best_model=True)  # the tested weights: SFT's
+    assert all(torch.equal(p.detach(), sft_weights[n]) for n, p in model.named_parameters())
+
+
+def test_sft_ties_keep_the_earlier_checkpoint_too(tiny_config_dict, monkeypatch):
+    config, model, train_data, valid_data, _ = _build({**tiny_config_dict, "epochs": 3, "train_stages": ["sft"]})
+    trainer = FLRTrainer(config, model)
+    monkeypatch.setattr(trainer, "_valid_epoch", lambda valid_data, show_progress=False: (0.5, {"ndcg@10": 0.5}))
+    trainer.fit(train_data, valid_data, saved=True)
+    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 0 and trainer.cur_step == 2
+
+
 def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
     config, model, train_data, valid_data, _ = _build(
         {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_beta": 0.5, "grpo_learning_rate": 0.05}

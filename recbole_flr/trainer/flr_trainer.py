@@ -6,13 +6,16 @@ FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage a c
 
 import math
 from collections import OrderedDict
+from contextlib import contextmanager
 
+import recbole.trainer.trainer as recbole_trainer
 import torch
 import yaml
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
 
+from recbole_flr.errors import UserInputError
 from recbole_flr.trainer.compat import (
     CheckpointError,
     SafeCheckpointMixin,
@@ -31,8 +34,36 @@ from recbole_flr.trainer.grpo import (
 )
 
 STAGES = ("sft", "grpo")
+# the terms of the loss tuples, in order: FLR.calculate_loss's (a model may name its own with ``loss_names``) and
+# _grpo_loss's; logged by name, as the mean per batch, in the epoch line and in TensorBoard (Loss/<stage>/<name>)
+SFT_LOSS_NAMES = ("ce", "orth", "div", "sparse")
+GRPO_LOSS_NAMES = ("grpo_surrogate", "kl", "orth", "div", "sparse")
 GRPO_TRAINABLE = ("latent", "latent+head", "all")
 GRPO_SURROGATES = ("gaussian", "target_logprob")
+
+
+def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
+    r"""RecBole's :func:`~recbole.utils.early_stopping` with a strict comparison: only a better score is an
+    improvement. A tie keeps the earlier best checkpoint and counts as an epoch without improvement.
+
+    Returns:
+        tuple: (best score, epochs without improvement, stop, update), as RecBole's.
+    """
+    if value > best if bigger else value < best:
+        return value, 0, False, True
+    cur_step += 1
+    return best, cur_step, cur_step > max_step, False
+
+
+@contextmanager
+def _strict_improvement():
+    r"""RecBole's ``fit`` calls the ``early_stopping`` of its own module: swap in the strict one for one ``fit``."""
+    recbole_early_stopping = recbole_trainer.early_stopping
+    recbole_trainer.early_stopping = strict_early_stopping
+    try:
+        yield
+    finally:
+        recbole_trainer.early_stopping = recbole_early_stopping
 
 
 class _Call(torch.nn.Module):
@@ -58,6 +89,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
       the best SFT checkpoint, and the SFT best valid score is the bar: the saved best model is only overwritten
       by a GRPO epoch that beats it, and if none does, the SFT checkpoint stands (logged, the in-memory model is
       reset to the SFT weights, and the checkpoint keeps ``"stage": "sft"``).
+
+    In both stages an epoch is an improvement only when its valid score is strictly better than the best so far
+    (:func:`strict_early_stopping`): a tie neither replaces the best checkpoint nor resets the stopping counter.
+    RecBole's own rule (``>=``) would let a GRPO epoch that ties SFT's score (common at 4 decimals) overwrite the SFT
+    checkpoint, test GRPO's weights while the log says SFT's stand, and run every GRPO epoch at an unchanged score.
 
     Per GRPO batch (``B`` histories, ``G`` = ``grpo_num_generations``): pass 1 of the backbone runs once under
     ``no_grad`` and is shared by all G samples; the latent module gives the thought ``r`` (with grad); G thoughts
@@ -115,7 +151,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
         missing = [name for name in api if not hasattr(model, name)]
         if "grpo" in self.train_stages and missing:
-            raise ValueError(
+            raise UserInputError(
                 f"train_stages contains 'grpo', but {type(model).__name__} has no {', '.join(missing)} "
                 f"(the latent GRPO stage needs FLR's {', '.join(api)})."
             )
@@ -133,6 +169,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._requires_grad_before = None
         self._sft_weights = None
         self._reference = None
+        self._sft_caller = None
         self._grpo_stats = None
         self._resume = None  # the last checkpoint being resumed, until its stage starts
         self._stage_start_epoch = 0
@@ -143,7 +180,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if isinstance(value, str):  # --train_stages=[sft,grpo] on the command line, which RecBole cannot eval
             value = yaml.safe_load(value)
         if not isinstance(value, (list, tuple)) or list(value) not in legal:
-            raise ValueError(
+            raise UserInputError(
                 f"train_stages must be a list of stages in order, each at most once: one of {legal}; got {value!r}."
             )
         return list(value)
@@ -152,11 +189,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def _read(config, key, kind, check, legal):
         value = config[key]
         if value is None:
-            raise ValueError(f"{key} is not set (its default lives in properties/model/FLR.yaml); legal: {legal}.")
+            raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml); legal: {legal}.")
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (check and not check(value)):
-            raise ValueError(f"{key} must be {kind.__name__} {legal}, got {value!r}.")
+            raise UserInputError(f"{key} must be {kind.__name__} {legal}, got {value!r}.")
         return value
 
     # ------------------------------------------------------------------ stages
@@ -183,7 +220,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
                 continue
             resume = None
-            super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            with _strict_improvement():
+                super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             if stage == "grpo":
                 self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
         self.stage = None
@@ -263,7 +301,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                     "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
                     f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
                 )
-        self._reference = (_Call(self.model), self._sft_weights) if self.grpo_beta > 0 else None
+        self._sft_caller = _Call(self.model)
+        self._reference = (self._sft_caller, self._sft_weights) if self.grpo_beta > 0 else None
 
         start = self._last_epoch + 1 if resume is None else resume["stage_start_epoch"]
         self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, start)
@@ -284,7 +323,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         for name, param in self.model.named_parameters():
             param.requires_grad_(self._requires_grad_before[name])
         self._rewrap_distributed()
-        # early_stopping replaces the best score only by a strictly better one: any change is a GRPO win
+        # strict_early_stopping replaces the best score only by a strictly better one: any change is a GRPO win
         self.grpo_improved = bool(not validated or self.best_valid_score != self.sft_valid_score)
         if not self.grpo_improved:
             with torch.no_grad():
@@ -387,9 +426,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._last_epoch = epoch_idx
+        self._epoch_batches = len(train_data)
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self._grpo_stats = dict.fromkeys(("n", "r", "r2", "a2", "clip", "kl"), 0.0)
+        self._grpo_stats = dict.fromkeys(("n", "r", "r2", "a2", "clip", "kl", "rows", "norm", "shift"), 0.0)
         losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func or self._grpo_loss, show_progress=show_progress
         )
@@ -398,15 +438,50 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
         return losses
 
+    def loss_names(self, losses):
+        r"""The names of an epoch's loss terms (``ce``, ``orth``, ... or ``grpo_surrogate``, ``kl``, ...), or
+        RecBole's ``train_loss1..N`` when a model returns terms that are not known here."""
+        if self.stage == "grpo":
+            names = GRPO_LOSS_NAMES
+        else:
+            names = getattr(self.model, "loss_names", SFT_LOSS_NAMES)
+        if not isinstance(losses, tuple) or len(names) != len(losses):
+            return None
+        return names
+
+    def _mean_losses(self, losses):
+        batches = max(getattr(self, "_epoch_batches", 1) or 1, 1)
+        return tuple(loss / batches for loss in losses)
+
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
-        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        names = self.loss_names(losses)
+        if names is None:
+            output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        else:
+            des = self.config["loss_decimal_place"] or 4
+            output = (
+                set_color(f"epoch {epoch_idx} training", "green")
+                + f" [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, {self.stage} loss terms, mean per batch: "
+                + ", ".join(f"{set_color(name, 'blue')}: {value:.{des}f}"
+                            for name, value in zip(names, self._mean_losses(losses)))  # fmt: skip
+                + "]"
+            )
         if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
             return output
         stats = self.grpo_epoch_stats()
-        des = self.config["loss_decimal_place"] or 4
+        shown = ("reward_mean", "reward_std", "adv_std", "thought_norm", "thought_shift") + (
+            ("kl",) if self.grpo_beta > 0 else ()
+        )
         return output + " [grpo " + ", ".join(
-            set_color(name, "blue") + f": {value:.{des}f}" for name, value in stats.items()
+            set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown
         ) + "]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        names = self.loss_names(losses)
+        if names is None:
+            return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        for name, value in zip(names, self._mean_losses(losses)):
+            self.tensorboard.add_scalar(f"Loss/{self.stage}/{name}", value, epoch_idx)
 
     def grpo_epoch_stats(self):
         r"""The last GRPO epoch's statistics over all its samples.
@@ -415,10 +490,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             dict: ``reward_mean``, ``reward_std`` (population std over the epoch's B*G samples), ``adv_std`` (RMS of
             the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every group's rewards
             differ, lower when groups of equal rewards give zero advantages), ``clip_frac`` and ``kl`` (means per
-            sample; on rank 0 of a distributed run, its own samples).
+            sample), ``thought_norm`` (mean L2 norm of the noise-free thought r) and ``thought_shift`` (mean L2
+            distance of r from the thought the SFT weights give for the same history: how far GRPO has moved it);
+            on rank 0 of a distributed run, its own samples.
         """
         s = self._grpo_stats
-        n = s["n"]
+        n, rows = s["n"], max(s["rows"], 1.0)
         mean = s["r"] / n
         return {
             "reward_mean": mean,
@@ -426,6 +503,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             "adv_std": math.sqrt(s["a2"] / n),
             "clip_frac": s["clip"] / n,
             "kl": s["kl"] / n,
+            "thought_norm": s["norm"] / rows,
+            "thought_shift": s["shift"] / rows,
         }
 
     def _grpo_loss(self, interaction):
@@ -475,6 +554,13 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             stats["a2"] += advantages.pow(2).sum().item()
             stats["clip"] += clip_fraction.item() * n
             stats["kl"] += kl.item() * n
+            with torch.no_grad():
+                sft_thought = torch.func.functional_call(
+                    self._sft_caller, {f"model.{k}": v for k, v in self._sft_weights.items()}, (model.reason, pass1)
+                ).thought  # [B D]
+                stats["rows"] += batch
+                stats["norm"] += thought.detach().norm(dim=-1).sum().item()
+                stats["shift"] += (thought.detach() - sft_thought).norm(dim=-1).sum().item()
         return (
             surrogate,
             self.grpo_beta * kl,
