@@ -98,8 +98,8 @@ def test_compact_loader_yields_exactly_the_kept_windows(tiny_config_dict):
     torch.testing.assert_close(model.calculate_loss(window)[0], model.calculate_loss(full)[0])
 
 
-def test_compact_loader_only_for_all_positions_sft(tiny_config_dict):
+def test_compact_loader_only_for_all_positions(tiny_config_dict):
     model, train_data, _ = build(tiny_config_dict, train_all_positions=True, train_stages=["sft", "grpo"])
-    assert compact_train_data(train_data, model) is train_data  # GRPO samples every prefix row
-    model, train_data, _ = build(tiny_config_dict, train_stages=["sft"])
-    assert compact_train_data(train_data, model) is train_data  # train_all_positions: False
+    assert isinstance(compact_train_data(train_data, model), KeptWindowsLoader)  # GRPO trains on the kept windows too
+    model, train_data, _ = build(tiny_config_dict, train_all_positions=False, train_stages=["sft"])
+    assert compact_train_data(train_data, model) is train_data  # per-prefix training: every row

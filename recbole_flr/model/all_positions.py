@@ -13,6 +13,8 @@ once, with the window's own prefix as context. The other rows of RecBole's train
 :func:`compact_train_data` (called by :func:`recbole_flr.quick_start.run_recbole_flr`) goes further: it gives the
 trainer a loader over the kept rows alone, so an epoch no longer collates the skipped rows (on ml-1m, 959,543 of
 982,089 rows: 3.65 s of collation per epoch on a 2-core CPU, 0.14 s for the kept ones; ``benchmarks/allpos_loader.py``).
+FLR's GRPO stage trains on the same loader: a GRPO epoch then costs one group of G samples per kept window instead of
+one per prefix row (on ml-100k 2,412 rows instead of 97,171).
 """
 
 from logging import getLogger
@@ -98,8 +100,9 @@ def compact_train_data(train_data, model):
     Args:
         train_data (TrainDataLoader): RecBole's train loader (every prefix row).
         model (torch.nn.Module): the model; compacted only if it trains all positions (it has
-            ``training_window_keys``: SASRecAllPos, or FLR with ``train_all_positions``) and trains no GRPO stage
-            (GRPO samples prefix rows).
+            ``training_window_keys``: SASRecAllPos, or FLR with ``train_all_positions``). FLR's GRPO stage then
+            trains on the same rows: each kept window's full prefix (every user's longest training history and one
+            every L targets before it), one GRPO sample group per row.
 
     Returns:
         TrainDataLoader: ``train_data`` itself, or a :class:`KeptWindowsLoader`.
@@ -107,9 +110,6 @@ def compact_train_data(train_data, model):
     if getattr(model, "training_window_keys", None) is None:
         return train_data
     config, dataset = train_data.config, train_data._dataset
-    if "grpo" in (config["train_stages"] or []):
-        getLogger().info("train_all_positions with a GRPO stage: the train loader keeps every prefix row.")
-        return train_data
     feat = dataset.inter_feat
     index = training_window_rows(dataset, model.max_seq_length)
     batch_size = max(1, round(config["train_batch_size"] * len(index) / len(feat)))

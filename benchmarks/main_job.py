@@ -1,0 +1,90 @@
+"""Wall-clock time of the README's main job, run exactly as a new user runs it, from start to tested model.
+
+    python benchmarks/main_job.py            # the README command, in a scratch working directory
+    python benchmarks/main_job.py --epochs=2 --output=/tmp/probe.json   # the same with more --key=value
+
+Runs `run_recbole_flr.py --model=FLR --dataset=ml-100k --config_files=recbole_flr/properties/protocol.yaml` (the
+README's first command after the install) in a fresh process with every default (all the machine's cores, RecBole's
+epochs and stopping_step), then reads its log: the epochs each stage ran, the test NDCG@10, and whether GRPO beat
+SFT. Prints a table and writes benchmarks/results/main_job-ml-100k.json (machine, load average at start and end).
+The README states the time measured here; this is a benchmark, not a test (it takes minutes).
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND = ["run_recbole_flr.py", "--model=FLR", "--dataset=ml-100k",
+           "--config_files=recbole_flr/properties/protocol.yaml"]  # fmt: skip
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "main_job-ml-100k.json"))
+    args, args.extra = parser.parse_known_args()  # any other --key=value goes to the run (default: none)
+
+    workdir = os.path.join(REPO, "benchmarks", "scratch", "main_job")  # ignored by git: log/, saved/ land here
+    os.makedirs(workdir, exist_ok=True)
+    command = [sys.executable, os.path.join(REPO, COMMAND[0]), *COMMAND[1:3],
+               f"--config_files={os.path.join(REPO, 'recbole_flr', 'properties', 'protocol.yaml')}", *args.extra]  # fmt: skip
+    load_start = os.getloadavg()
+    start = time.time()
+    out = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=dict(os.environ, PYTHONPATH=REPO))
+    seconds = time.time() - start
+    load_end = os.getloadavg()
+    log = ANSI.sub("", out.stdout + out.stderr)
+    if out.returncode != 0:
+        sys.exit(f"the main job failed (exit {out.returncode}):\n{log[-3000:]}")
+
+    epochs = {"sft": 0, "grpo": 0}
+    stage = None
+    for line in log.splitlines():
+        found = re.search(r"FLR stage \[(sft|grpo)\]", line)
+        if found:
+            stage = found.group(1)
+        if re.search(r"epoch \d+ training \[", line) and stage:
+            epochs[stage] += 1
+    test = re.search(r"test result.*?'ndcg@10'\W+([0-9.]+)", log.replace("\n", " "))
+    result = {
+        "command": "python " + " ".join(COMMAND + args.extra),
+        "minutes": round(seconds / 60, 2),
+        "sft_epochs": epochs["sft"],
+        "grpo_epochs": epochs["grpo"],
+        "grpo_beat_sft": "GRPO beat SFT" in log,
+        "test_ndcg@10": float(test.group(1)) if test else None,
+        "load_average_start": round(load_start[0], 2),
+        "load_average_end": round(load_end[0], 2),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+    }
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    rows = [(key, json.dumps(value) if isinstance(value, dict) else value) for key, value in result.items()]
+    width = max(len(key) for key, _ in rows)
+    print("| " + "what".ljust(width) + " | value |\n| " + "-" * width + " | --- |")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
