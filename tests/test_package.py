@@ -146,9 +146,21 @@ def test_recbole_pickled_checkpoint_needs_an_explicit_choice(tiny_config_dict, t
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict)
     legacy = tmp_path / "legacy.pth"
     torch.save({"config": config, "state_dict": {}}, legacy, pickle_protocol=4)  # what RecBole 1.2.1 writes
-    with pytest.raises(CheckpointError, match="weights_only=False"):
+    with pytest.raises(CheckpointError, match="weights_only=False.*executes code"):
         load_checkpoint(str(legacy))
     assert load_checkpoint(str(legacy), weights_only=False)["config"]["model"] == "SASRec"
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", b"\x80\x04K\x01.", None])
+def test_unsafe_advice_only_for_real_recbole_pickles(tmp_path, content):
+    other = tmp_path / "other.pth"
+    if content is None:  # a torch pickle of some other class: unknown origin
+        torch.save({"config": torch.nn.Linear(1, 1), "state_dict": {}}, other)
+    else:
+        other.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(str(other))
+    assert "other.pth" in str(error.value) and "weights_only=False" not in str(error.value)
 
 
 def test_truncated_checkpoint_is_a_clear_error(sasrec_run, tmp_path):

@@ -15,6 +15,8 @@ at the end of the last finished epoch (weights, optimizer, early-stopping counte
 
 import os
 import pickle
+import pickletools
+import zipfile
 import random
 import uuid
 from collections import OrderedDict
@@ -114,16 +116,40 @@ def load_checkpoint(path, map_location="cpu", weights_only=True):
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as error:
+        if not pickles_recbole_config(path):
+            raise CheckpointError(
+                f"Checkpoint {path} is not a recbole_flr or RecBole checkpoint: it does not load as plain data and it "
+                f"was not written by RecBole. Not loaded (torch said: {str(error).splitlines()[0][:200]})."
+            ) from None
         raise CheckpointError(
-            f"Checkpoint {path} holds more than plain data (it was probably written by RecBole's own trainer, which "
-            "pickles its Config), so it cannot be loaded with weights_only=True. If you trust the file, load it with "
-            f"weights_only=False. Loader said: {str(error).splitlines()[0]}"
+            f"Checkpoint {path} was written by RecBole's own trainer, which pickles its Config object, so it does not "
+            "load as plain data (weights_only=True). load_checkpoint/load_data_and_model(..., weights_only=False) read "
+            "it, but unpickling executes code stored in the file: do that only for a file you wrote or trust."
         ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"Checkpoint {path} is truncated or not a torch checkpoint: {error}") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError) as error:
+        # what torch's unpickler raises on a file that is not a checkpoint (a text file: KeyError of a byte)
+        raise CheckpointError(
+            f"Checkpoint {path} is truncated or not a torch checkpoint ({type(error).__name__}: {error})."
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"Checkpoint {path} is not a RecBole/recbole_flr checkpoint (no state_dict/config).")
     return checkpoint
+
+
+def pickles_recbole_config(path):
+    r"""Whether ``path`` is a torch zip checkpoint whose pickle references RecBole's Config class (what RecBole 1.2.1's
+    trainer writes), read with :mod:`pickletools`, which lists the opcodes without executing any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return False
+            data = archive.read(name)
+        strings = {arg for _, arg, _ in pickletools.genops(data) if isinstance(arg, str)}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+    modules = ("recbole.config.configurator", "recbole.config", "recbole_flr.config")
+    return "Config" in strings and any(module in strings for module in modules)
 
 
 def checkpoint_state_dict(model):
