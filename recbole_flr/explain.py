@@ -172,50 +172,62 @@ def explain_user(model, dataset, test_data, user_id, topk=10, exclude_history=Fa
 
 def plot_user(explanation, path, max_history=20):
     r"""A PNG: the heatmap of each factor's attention over the recent history (rows: items, oldest at the top;
-    columns: factors with their gate weights) beside the top-k list.
+    columns: factors with their gate weights) beside the top-k list with each item's score.
+
+    The colour is the attention minus the uniform share (``1/n`` per item, ``m/n`` for the row of ``m`` older items
+    summed), on a diverging scale symmetric around 0 that is set by the largest deviation: after a short training the
+    attention is nearly uniform, and a scale from 0 would paint every cell alike. Each cell prints the attention itself.
 
     Args:
         explanation (dict): from :func:`explain_user`.
         path (str): PNG file to write.
         max_history (int): most recent history items shown; the attention on older ones is summed into one row.
+
+    Returns:
+        dict: what was drawn: ``colour`` (the deviation matrix [rows, K]), ``vmax`` (its colour scale is
+        [-vmax, vmax]), ``colour_label`` and ``bar_labels`` (the numbers printed on the score bars).
     """
     plt = _pyplot()
     history = explanation["history"]
     n_real, factors = len(history), explanation["factors"]
     att = np.array([f["attention"][:n_real] for f in factors]).T  # [n_real K]
+    uniform = np.full((n_real, 1), 1.0 / max(n_real, 1))  # [n_real 1]
     labels = [shorten(h["title"], 38) for h in history]
     if n_real > max_history:
         older = att[: n_real - max_history].sum(0, keepdims=True)
         att = np.concatenate([older, att[n_real - max_history:]])
+        uniform = np.concatenate([uniform[: n_real - max_history].sum(0, keepdims=True), uniform[n_real - max_history:]])
         labels = [f"({n_real - max_history} older items, summed)"] + labels[n_real - max_history:]
     n_rows, k = att.shape
-    # the colour scale follows the single items (a summed row of older items saturates; its number is printed)
-    scale = float(att[1:].max() if n_real > max_history else att.max())
+    deviation = att - uniform  # [rows K]
+    vmax = float(max(np.abs(deviation).max(), 1e-6))
+    colour_label = f"attention minus uniform (1/{n_real} per item): red above, blue below"
     fig_height = max(4.0, 0.32 * n_rows + 1.8)
     fig, (ax, ax_top) = plt.subplots(
         1, 2, figsize=(7.5 + 0.55 * k + 4.5, fig_height), gridspec_kw={"width_ratios": [2.2 + 0.5 * k, 4.2]}
     )
-    image = ax.imshow(att, aspect="auto", cmap="Blues", vmin=0.0, vmax=max(scale, 1e-6))
+    image = ax.imshow(deviation, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     ax.set_yticks(range(n_rows), [f"{label}" for label in labels], fontsize=8)
     ax.set_xticks(range(k), [f"factor {f['factor']}\ngate {f['gate']:.2f}" for f in factors], fontsize=8)
     ax.xaxis.tick_top()
     for (r, c), value in np.ndenumerate(att):
-        if value >= 0.05:
-            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.6 * scale else "black")  # fmt: skip
+        ax.text(c, r, f"{value:.3f}" if value < 0.1 else f"{value:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if abs(deviation[r, c]) > 0.6 * vmax else "black")  # fmt: skip
     ax.set_ylabel("history, oldest at the top → most recent at the bottom", fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="attention (each column sums to 1)")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(colour_label, fontsize=7)
 
     top = explanation["topk"]
     target = explanation["target"]
     y = np.arange(len(top))[::-1]
     scores = np.array([t["score"] for t in top])
     colors = ["tab:orange" if t["item_id"] == target["item_id"] else "tab:gray" for t in top]
-    ax_top.barh(y, scores - scores.min() + 0.05 * (np.ptp(scores) or 1.0), color=colors)
+    bars = ax_top.barh(y, scores - scores.min() + 0.05 * (np.ptp(scores) or 1.0), color=colors)
+    bar_labels = [f"{score:.3f}" for score in scores]
+    ax_top.bar_label(bars, labels=bar_labels, padding=2, fontsize=7)
     ax_top.set_yticks(y, [f"{t['rank']}. {shorten(t['title'], 40)}" + (" (in history)" if t["in_history"] else "")
                           for t in top], fontsize=8)  # fmt: skip
     ax_top.set_xticks([])
-    ax_top.set_xlabel("score (relative)", fontsize=8)
+    ax_top.set_xlabel("score (bar: above the lowest shown; number: the score)", fontsize=8)
     ax_top.set_title(f"top-{len(top)} recommendations", fontsize=10)
     for side in ("top", "right", "bottom"):
         ax_top.spines[side].set_visible(False)
@@ -226,9 +238,33 @@ def plot_user(explanation, path, max_history=20):
         + (" (orange)" if rank and rank <= len(top) else ""),
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_quietly(fig, path)
     plt.close(fig)
+    return {"colour": deviation, "vmax": vmax, "colour_label": colour_label, "bar_labels": bar_labels}
+
+
+def _save_quietly(fig, path):
+    r"""``tight_layout`` and ``savefig`` with the installed fonts that cover the text (CJK, emoji) as fallbacks;
+    characters that no font has show as boxes, with one log line instead of matplotlib's warning per glyph."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    missing = [w for w in caught if "missing from font" in str(w.message) or "Glyph" in str(w.message)]
+    for other in (w for w in caught if w not in missing):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if missing:
+        logging.getLogger(__name__).info(
+            f"{path}: {len(missing)} characters of the titles are in none of the installed fonts and show as boxes "
+            "(install a font that has them, e.g. Noto Sans CJK or Noto Color Emoji)."
+        )
+
+
+# Fonts that cover scripts DejaVu Sans lacks, used as fallbacks when installed (matplotlib >= 3.6 falls back per glyph)
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK", "WenQuanYi Zen Hei", "Droid Sans Fallback",
+                  "Source Han Sans", "AR PL UMing CN", "Noto Color Emoji", "Noto Emoji", "Symbola")  # fmt: skip
 
 
 # --- the whole test set ----------------------------------------------------------------------------------------------
@@ -414,8 +450,7 @@ def plot_summary(summaries, path, title=""):
             ax.set_title("attention share / share in the histories\n(orange: more, purple: less; blank: within "
                          "±19%)", fontsize=9)  # fmt: skip
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_quietly(fig, path)
     plt.close(fig)
 
 
@@ -430,7 +465,13 @@ def _pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    fallbacks = [name for name in FALLBACK_FONTS if name in installed]
+    if fallbacks:
+        families = list(matplotlib.rcParams["font.family"])
+        matplotlib.rcParams["font.family"] = families + [name for name in fallbacks if name not in families]
     return plt
 
 

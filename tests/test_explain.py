@@ -111,3 +111,36 @@ def test_missing_checkpoint_is_refused(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         explain("--model_file", tmp_path / "nothing.pth", "--user_id", 1)
     assert "does not exist" in str(exit_info.value.code)
+
+
+def _synthetic_explanation(n_history, title):
+    rng = np.random.default_rng(0)
+    attention = []
+    for _ in range(2):  # nearly uniform, as after a short training
+        raw = 1.0 + 0.01 * rng.standard_normal(n_history)
+        attention.append(list(raw / raw.sum()))
+    history = [{"item_id": str(i), "title": f"{title} {i}"} for i in range(n_history)]
+    topk = [{"rank": r + 1, "item_id": str(100 + r), "title": f"{title} top {r}", "score": 5.0 - 0.1 * r,
+             "in_history": False} for r in range(10)]  # fmt: skip
+    return {"dataset": "tiny", "user_id": "5", "history": history, "topk": topk,
+            "target": {"item_id": "100", "title": title, "rank": 1},
+            "factors": [{"factor": k, "gate": 0.5, "attention": attention[k]} for k in range(2)]}  # fmt: skip
+
+
+@pytest.mark.parametrize("n_history", [8, 30])
+def test_nearly_uniform_attention_still_fills_the_colour_scale_and_bars_show_scores(tmp_path, n_history):
+    from recbole_flr.explain import plot_user
+
+    drawn = plot_user(_synthetic_explanation(n_history, "Movie"), str(tmp_path / "u.png"), max_history=20)
+    # the colour is the deviation from uniform on a symmetric scale set by the largest one: the full range is used
+    assert np.abs(drawn["colour"]).max() == pytest.approx(drawn["vmax"])
+    assert drawn["vmax"] < 0.01 and "uniform" in drawn["colour_label"]
+    assert drawn["bar_labels"][:2] == ["5.000", "4.900"]
+
+
+def test_cjk_and_emoji_titles_raise_no_warning_flood(tmp_path, recwarn):
+    from recbole_flr.explain import plot_user
+
+    plot_user(_synthetic_explanation(8, "千と千尋の神隠し 🎬"), str(tmp_path / "u.png"))
+    assert not [w for w in recwarn if "Glyph" in str(w.message) or "missing from font" in str(w.message)]
+    assert (tmp_path / "u.png").stat().st_size > 0
