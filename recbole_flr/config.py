@@ -17,7 +17,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_flr.errors import UserInputError
+from recbole_flr.errors import UserFileNotFoundError, UserInputError
 from recbole_flr.utils import get_model, numpy_compat
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
@@ -59,7 +59,9 @@ class Config(RecBoleConfig):
     def _load_config_files(self, file_list):
         for file in file_list or []:
             if not os.path.isfile(file):
-                raise UserInputError(f"Config file {file} (from --config_files/config_file_list) does not exist.")
+                raise UserFileNotFoundError(
+                    f"Config file {file} (from --config_files/config_file_list) does not exist."
+                )
             with open(file, "r", encoding="utf-8") as f:
                 try:
                     content = yaml.load(f.read(), Loader=self.yaml_loader)
@@ -171,7 +173,7 @@ RECBOLE_RANGES = {
     "epochs": "[0, inf)",
     "train_batch_size": "[1, inf)",
     "eval_batch_size": "[1, inf)",
-    "learning_rate": "(0, inf)",
+    "learning_rate": "[0, inf)",  # 0: the weights stay as they are (a test of the untrained model, of DDP)
     "weight_decay": "[0, inf)",
     "stopping_step": "[0, inf)",
     "MAX_ITEM_LIST_LENGTH": "[1, inf)",
@@ -233,6 +235,8 @@ def known_keys():
     known = set(RUN_KEYS) | set(RECBOLE_RANGES)
     for folder in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
         for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
+            if path.endswith("url.yaml"):  # url.yaml, kg_url.yaml: dataset names, not settings
+                continue
             with open(path, encoding="utf-8") as f:
                 known.update(re.findall(r"^([A-Za-z_]\w*)\s*:", f.read(), flags=re.MULTILINE))
     for package in (recbole, __import__("recbole_flr")):
@@ -268,7 +272,7 @@ def _check_value(config, key, kind, legal, doc, source):
     if value is None:
         return  # RecBole's "~": a key's own reader decides what None means
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "int" and not (number and float(value).is_integer() and isinstance(value, int)):
+    if kind == "int" and not (number and isinstance(value, int)):
         raise UserInputError(f"{shown} (in {_where(config, key)}) must be an integer; {source}: {doc}")
     if kind == "float" and not number:
         raise UserInputError(f"{shown} (in {_where(config, key)}) must be a number; {source}: {doc}")

@@ -18,6 +18,10 @@ class UserInputError(ValueError):
     """
 
 
+class UserFileNotFoundError(UserInputError, FileNotFoundError):
+    r"""A file the user named (a config file, ...) that does not exist; also a ``FileNotFoundError``."""
+
+
 class CheckpointError(RuntimeError):
     r"""A checkpoint file that cannot be read, or that belongs to another model."""
 

@@ -31,7 +31,7 @@ import textwrap
 import numpy as np
 import torch
 
-from recbole_flr.errors import USER_ERRORS, UserInputError, user_error_message
+from recbole_flr.errors import USER_ERRORS, UserFileNotFoundError, UserInputError, user_error_message
 from recbole_flr.trainer.compat import CheckpointError, load_checkpoint
 
 TEXT_FIELDS = ("movie_title", "title")
@@ -196,7 +196,8 @@ def plot_user(explanation, path, max_history=20):
     if n_real > max_history:
         older = att[: n_real - max_history].sum(0, keepdims=True)
         att = np.concatenate([older, att[n_real - max_history:]])
-        uniform = np.concatenate([uniform[: n_real - max_history].sum(0, keepdims=True), uniform[n_real - max_history:]])
+        uniform = np.concatenate([uniform[: n_real - max_history].sum(0, keepdims=True),
+                                  uniform[n_real - max_history:]])  # fmt: skip
         labels = [f"({n_real - max_history} older items, summed)"] + labels[n_real - max_history:]
     n_rows, k = att.shape
     deviation = att - uniform  # [rows K]
@@ -289,7 +290,7 @@ def item_feature(config, dataset, feature):
     tokens = dataset.field2id_token[dataset.iid_field]
     path = os.path.join(config["data_path"], f"{config['dataset']}.item")
     if not os.path.isfile(path):
-        raise UserInputError(f"--feature {feature} needs the item file {path}, which does not exist.")
+        raise UserFileNotFoundError(f"--feature {feature} needs the item file {path}, which does not exist.")
     read = {"sep": config["field_separator"], "quoting": csv.QUOTE_NONE, "encoding": config["encoding"] or "utf-8"}
     header = pd.read_csv(path, nrows=0, **read).columns
     fields = {column.split(":")[0]: column for column in header}

@@ -44,7 +44,7 @@ CASES = [
     ("lambda_orth-text", ["--lambda_orth=abc"], ["lambda_orth='abc'", "number"]),
     ("hidden_size-text", ["--hidden_size=abc"], ["hidden_size='abc'"]),
     ("train_all_positions-yes", ["--train_all_positions=yes"], ["train_all_positions", "True or False"]),
-    ("learning_rate-negative", ["--learning_rate=-1"], ["learning_rate=-1", "(0, inf)"]),
+    ("learning_rate-negative", ["--learning_rate=-1"], ["learning_rate=-1", "[0, inf)"]),
     ("train_batch_size-0", ["--train_batch_size=0"], ["train_batch_size=0"]),
     ("eval_batch_size-0", ["--eval_batch_size=0"], ["eval_batch_size=0"]),
     ("MAX_ITEM_LIST_LENGTH-0", ["--MAX_ITEM_LIST_LENGTH=0"], ["MAX_ITEM_LIST_LENGTH=0"]),

@@ -111,3 +111,15 @@ def test_an_internal_error_keeps_its_traceback(monkeypatch, tiny_dataset_dir):
     monkeypatch.setattr(sys, "argv", [SCRIPT, "--model=FLR", "--dataset=tiny", f"--data_path={tiny_dataset_dir}"])
     with pytest.raises(ValueError, match="internal bug"):  # not turned into a one-line "user error"
         runpy.run_path(SCRIPT, run_name="__main__")
+
+
+def test_grpo_alone_starts_from_the_checkpoint_resume_from_names(tiny_config_dict):
+    from recbole_flr import run_recbole_flr
+    from recbole_flr.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="resume_from"):  # refused before anything is loaded
+        run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["grpo"]})
+    sft = run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["sft"]})
+    grpo = run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["grpo"], "grpo_epochs": 1,
+                                                       "resume_from": sft["saved_model_file"]})  # fmt: skip
+    assert grpo["best_valid_score"] >= sft["best_valid_score"]  # GRPO's bar is the SFT checkpoint's score

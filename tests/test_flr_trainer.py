@@ -144,7 +144,8 @@ def test_a_grpo_epoch_that_ties_sft_neither_overwrites_nor_resets_the_counter(ti
         trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
     assert checkpoint["stage"] == "sft" and checkpoint["epoch"] == 0  # the file: SFT's
-    assert all(torch.equal(checkpoint["state_dict"][n], sft_weights[n]) for n in sft_weights if n in checkpoint["state_dict"])
+    saved = checkpoint["state_dict"]
+    assert all(torch.equal(saved[n], sft_weights[n]) for n in sft_weights if n in saved)
     assert trainer.grpo_improved is False and "the SFT checkpoint stands" in caplog.text  # the log
     assert len(grpo_epochs) == 2  # ties count toward grpo_stopping_step=1: stopped after 2 of 5 epochs
     trainer.evaluate(test_data, load_best_model=True)  # the tested weights: SFT's

@@ -281,8 +281,8 @@ class FLR(SequentialRecommender):
         if self.loss_type != "CE":
             raise UserInputError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
         if self.llm_gguf_file not in (None, "~") and not self.llm_path:
-            raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path to "
-                             "the .gguf file itself and llm_gguf_file: ~.")
+            raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
+                                 "to the .gguf file itself and llm_gguf_file: ~.")
         if self.llm_prompt and not self.llm_path:
             raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
 
@@ -327,7 +327,9 @@ class FLR(SequentialRecommender):
             self.train_all_positions = False
             return
         if self.train_all_positions is not True:
-            raise UserInputError(f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False.")
+            raise UserInputError(
+                f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False."
+            )
         keys = training_window_keys(dataset, self.max_seq_length)
         self.register_buffer("training_window_keys", keys, persistent=False)
         getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
