@@ -11,8 +11,8 @@ benchmarks/results/main_job-ml-100k.json (machine, threads, load average at star
 time measured here; this is a benchmark, not a test (it takes minutes).
 
 Why one thread: on a 2-core machine that runs anything else, torch's default of one OpenMP thread per core makes
-each thread wait for the other at every small operation; an SFT epoch of this job took 9 s with one thread and
-80-250 s with two while another job used the cores (measured back to back on the same machine).
+each thread wait for the other at every small operation; an SFT epoch of this job took 9 s with one thread, and 83 s,
+91 s and over 4 minutes in three tries with two while other jobs used the cores (same machine, same hour).
 """
 
 import argparse
