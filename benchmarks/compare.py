@@ -29,7 +29,11 @@ do not mix with this one's tables (``benchmarks/gpu_tuning.sh`` runs FLR and SAS
 FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1 (one factor), noreg (all three regularisers
 off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT only, so compare it with nogrpo: the loss at
 every position of one window per user instead of one pass per RecBole prefix sample), notext (``item_text_field: ~``:
-no title features, item ids only, as the baselines).
+no title features, item ids only, as the baselines). FLR's own controls and head designs (SFT only; FLR.yaml's
+``thought_source``, ``user_vector``, ``factor_aggregation``): backbone (pass 1's last state alone: no latent module,
+no pass 2), constthought (a learned constant thought through pass 2), latentstate (score the latent state, no pass 2),
+mixture (a gate-weighted mixture of the K factors' softmaxes); sasrec (RecBole's SASRec encoder as the backbone,
+with backbone, latentstate or mixture).
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
         --time_budget 600 --ablations
@@ -71,7 +75,16 @@ VARIANTS = {
     "noreg": {"lambda_orth": 0.0, "lambda_div": 0.0, "lambda_sparse": 0.0},
     "nogrpo": {"train_stages": ["sft"]},
     "allpos": {"train_all_positions": True, "train_stages": ["sft"]},  # compare with nogrpo
+    # train_all_positions is FLR's default since 2026-11-29: rows recorded before then with default, nogrpo, K1, noreg
+    # or notext trained per prefix; prefix (combined: prefix+nogrpo) reproduces them
+    "prefix": {"train_all_positions": False},
     "notext": {"item_text_field": None},  # item ids only: what the titles add
+    # FLR's own controls and designs (FLR.yaml: thought_source, user_vector, factor_aggregation); SFT only
+    "backbone": {"thought_source": "none", "user_vector": "last_state", "train_stages": ["sft"]},  # pass 1 alone
+    "constthought": {"thought_source": "constant", "train_stages": ["sft"]},  # a learned constant thought, pass 2
+    "latentstate": {"user_vector": "latent_state", "train_stages": ["sft"]},  # score the latent state, no pass 2
+    "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft"]},
+    "sasrec": {"llm_arch": "sasrec"},  # RecBole's SASRec encoder as the backbone (with backbone/latentstate/mixture)
 }
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
@@ -669,8 +682,8 @@ def parse_args(argv=None):
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.config = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.config)}
-    if args.ablations:
-        args.variants = list(VARIANTS)
+    if args.ablations:  # every variant that runs alone (sasrec only combines with a head that needs no pass 2)
+        args.variants = [v for v in VARIANTS if v != "sasrec"] + ["sasrec+latentstate"]
     unknown = [v for v in args.variants if any(part not in VARIANTS for part in v.split("+"))]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")

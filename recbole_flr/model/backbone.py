@@ -17,8 +17,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from recbole_flr.errors import UserInputError
 
-#: Architecture families the embedded backbone can be built from (``llm_arch``).
-EMBEDDED_ARCHS = ("qwen2", "llama", "mistral")
+#: Architecture families the embedded backbone can be built from (``llm_arch``); ``sasrec`` is RecBole's SASRec
+#: encoder (:class:`SASRecEncoderBackbone`), the others transformers decoders (:class:`DecoderBackbone`).
+EMBEDDED_ARCHS = ("qwen2", "llama", "mistral", "sasrec")
 #: Titles longer than this many LLM tokens are cut before they are embedded.
 MAX_TITLE_TOKENS = 32
 TEXT_BATCH_SIZE = 64
@@ -132,17 +133,61 @@ class DecoderBackbone(nn.Module):
         return out
 
 
+class SASRecEncoderBackbone(nn.Module):
+    r"""RecBole's SASRec encoder as FLR's embedded backbone (``llm_arch: sasrec``): learned absolute positions added
+    to the inputs, LayerNorm, dropout, then SASRec's post-LayerNorm transformer blocks (GELU, hidden and attention
+    dropout) under a causal and padding mask, exactly as :class:`~recbole.model.sequential_recommender.sasrec.SASRec`
+    encodes a history.
+
+    It has pass 1 only (no KV cache to decode a thought token on): FLR uses it with ``user_vector: last_state`` or
+    ``latent_state``. It is initialised with FLR's heads (normal(0, initializer_range), as SASRec is).
+    """
+
+    pretrained = False
+    tokenizer = None
+    dtype = torch.float32
+    own_input_dropout = True  # dropout after its LayerNorm, as SASRec; FLR adds none before it
+
+    def __init__(self, hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob,
+                 max_positions):
+        super().__init__()
+        from recbole.model.layers import TransformerEncoder
+
+        self.hidden_size = hidden_size
+        self.position_embedding = nn.Embedding(max_positions, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.encoder = TransformerEncoder(
+            n_layers=n_layers, n_heads=n_heads, hidden_size=hidden_size, inner_size=inner_size,
+            hidden_dropout_prob=hidden_dropout_prob, attn_dropout_prob=attn_dropout_prob, hidden_act="gelu",
+            layer_norm_eps=1e-12,
+        )  # fmt: skip
+
+    def prefill(self, inputs_embeds, attention_mask, position_ids):
+        r"""Pass 1 (see :meth:`DecoderBackbone.prefill`); returns the last-layer states [B, S, D] and no cache."""
+        length = inputs_embeds.size(1)
+        x = self.dropout(self.LayerNorm(inputs_embeds + self.position_embedding(position_ids)))
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        allowed = causal[None] & attention_mask.bool()[:, None, :]  # [B S S]
+        extended = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, -10000.0)
+        return self.encoder(x, extended[:, None], output_all_encoded_layers=True)[-1], None
+
+
 def build_embedded_backbone(llm_arch, hidden_size, n_layers, n_heads, inner_size, attn_dropout_prob,
-                            initializer_range, max_positions):
-    r"""A small decoder-only transformer from a transformers config, randomly initialised; nothing downloaded.
+                            initializer_range, max_positions, hidden_dropout_prob=0.0):
+    r"""A small transformer, randomly initialised; nothing downloaded: a decoder-only model from a transformers
+    config, or RecBole's SASRec encoder (``llm_arch: sasrec``, which also takes ``hidden_dropout_prob``).
 
     Returns:
-        DecoderBackbone: the backbone (no tokenizer).
+        DecoderBackbone or SASRecEncoderBackbone: the backbone (no tokenizer).
     """
     if llm_arch not in EMBEDDED_ARCHS:
         raise UserInputError(f"llm_arch='{llm_arch}' is not supported: valid values are {list(EMBEDDED_ARCHS)}.")
     if hidden_size % n_heads != 0:
         raise UserInputError(f"hidden_size ({hidden_size}) must be a multiple of n_heads ({n_heads}).")
+    if llm_arch == "sasrec":
+        return SASRecEncoderBackbone(hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob,
+                                     attn_dropout_prob, max_positions)  # fmt: skip
     config = AutoConfig.for_model(
         llm_arch,
         vocab_size=1,  # inputs are always inputs_embeds; the token table is unused

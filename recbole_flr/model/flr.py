@@ -31,6 +31,13 @@ from recbole_flr.model.latent_reasoning import (
 )
 
 TEXT_FIELDS = ("movie_title", "title")  # what ``item_text_field: auto`` looks for
+#: ``thought_source``: the latent module's thought, a learned constant (control: depth without information), none.
+THOUGHT_SOURCES = ("latent", "constant", "none")
+#: ``user_vector``: the thought decoded by pass 2, pass 1's last state (the backbone alone), the latent state itself.
+USER_VECTORS = ("pass2", "last_state", "latent_state")
+#: ``factor_aggregation``: the gate-weighted sum of the factors (one user vector), or a gate-weighted mixture of the
+#: K factors' softmaxes over the items (one user vector per factor).
+FACTOR_AGGREGATIONS = ("sum", "mixture")
 
 
 @dataclass
@@ -103,7 +110,15 @@ class FLR(SequentialRecommender):
         self.lambda_sparse = float(config["lambda_sparse"] or 0.0)
         self.loss_type = config["loss_type"]
         self.train_all_positions = config["train_all_positions"]
+        self.thought_source = config["thought_source"] or "none"
+        self.user_vector = config["user_vector"]
+        self.factor_aggregation = config["factor_aggregation"]
+        self.mixture = self.factor_aggregation == "mixture"
+        # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
+        # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
+        self._raw_state = self.user_vector == "latent_state"
         self._check_config()
+        self._check_head(config["train_stages"])
 
         # define layers and loss
         if self.llm_path:
@@ -112,7 +127,7 @@ class FLR(SequentialRecommender):
         else:
             self.backbone = build_embedded_backbone(
                 self.llm_arch, self.hidden_size, self.n_layers, self.n_heads, self.inner_size,
-                self.attn_dropout_prob, self.initializer_range, self.max_seq_length + 2,
+                self.attn_dropout_prob, self.initializer_range, self.max_seq_length + 2, self.hidden_dropout_prob,
             )  # fmt: skip
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         if not self.tie_item_embeddings:
@@ -122,17 +137,24 @@ class FLR(SequentialRecommender):
             add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
         prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
         self.register_buffer("prompt_ids", torch.tensor(prompt, dtype=torch.long), persistent=False)
-        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        # the SASRec encoder drops out after its own LayerNorm, as SASRec does
+        self.dropout = nn.Dropout(0.0 if getattr(self.backbone, "own_input_dropout", False) else self.hidden_dropout_prob)
         self.latent = FactorizedLatentReasoning(
             self.hidden_size, self.n_factors, self.latent_steps, self.initializer_range
         )
+        if self.thought_source == "constant":
+            self.constant_thought = nn.Parameter(torch.randn(self.hidden_size) * self.initializer_range)
+        # ``user_projection: False`` scores the state itself, as SASRec does (the issue-14 backbone-gap study)
         self.user_projection = nn.Linear(self.hidden_size, self.hidden_size)
+        if config["user_projection"] is False:
+            self.user_projection = nn.Identity()
         self.loss_fct = nn.CrossEntropyLoss()
         self._build_training_windows(dataset)
 
         # parameters initialization
         for name, module in self.named_children():
-            if name != "backbone":  # never re-initialise the backbone (pretrained or HF-initialised)
+            # never re-initialise a pretrained or HF-initialised backbone; the SASRec encoder is initialised as SASRec
+            if name != "backbone" or self.llm_arch == "sasrec" and not self.llm_path:
                 module.apply(self._init_weights)
         self._frozen_keys = {
             "backbone." + key
@@ -153,8 +175,12 @@ class FLR(SequentialRecommender):
             module.bias.data.zero_()
 
     def forward(self, item_seq, item_seq_len):
+        r"""The user vector u of each history, shape [B, D] (``factor_aggregation: sum``; a mixture has K of them,
+        see :meth:`scores`)."""
+        if self.mixture:
+            raise ValueError("factor_aggregation: mixture has one user vector per factor: use FLR.scores.")
         pass1 = self.encode(item_seq, item_seq_len)
-        return self.decode(pass1, self.reason(pass1).thought)  # [B D]
+        return self.user_vectors(pass1, self.reason(pass1))  # [B D]
 
     def calculate_loss(self, interaction):
         if self.train_all_positions:
@@ -163,24 +189,44 @@ class FLR(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         pass1 = self.encode(item_seq, item_seq_len)
         latent = self.reason(pass1)
-        logits = self.item_scores(self.decode(pass1, latent.thought))  # [B n_items]
-        ce = self.loss_fct(logits, interaction[self.POS_ITEM_ID])
+        ce = self.loss_fct(self.scores(pass1, latent), interaction[self.POS_ITEM_ID])
         orth, div, sparse = self.regularisers(latent)
         return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
     def predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
         test_item = interaction[self.ITEM_ID]
-        seq_output = self.forward(item_seq, item_seq_len)
-        test_item_emb = self.item_embeddings(test_item, output=True)
-        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
+        return self.full_sort_predict(interaction).gather(1, test_item[:, None]).squeeze(1)  # [B]
 
     def full_sort_predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output = self.forward(item_seq, item_seq_len)
-        return self.item_scores(seq_output)  # [B n_items]
+        pass1 = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.scores(pass1, self.reason(pass1))  # [B n_items]
+
+    def scores(self, pass1, latent):
+        r"""Scores of all items for each history, shape [B, n_items]: u . E^T, or with ``factor_aggregation:
+        mixture`` the log-probabilities log sum_k beta_k softmax(u_k E^T) (so the cross-entropy of either is the
+        model's negative log-likelihood)."""
+        if self.mixture:
+            return self.mixture_scores(self.user_projection(latent.factor_thoughts), latent.gates)
+        return self.item_scores(self.user_vectors(pass1, latent))
+
+    def user_vectors(self, pass1, latent):
+        r"""The user vector u of each history from what ``user_vector`` names, shape [B, D]."""
+        if self.user_vector == "last_state":
+            return self.user_projection(pass1.last)
+        return self.decode(pass1, latent.thought)
+
+    def mixture_scores(self, users, gates):
+        r"""log sum_k beta_k softmax(u_k E^T): a gate-weighted mixture of the K factors' item distributions.
+
+        Args:
+            users (torch.Tensor): one user vector per factor, shape [N, K, D].
+            gates (torch.Tensor): the mixture weights beta, rows sum to 1, shape [N, K].
+
+        Returns:
+            torch.Tensor: log-probabilities of all items, shape [N, n_items].
+        """
+        log_probs = torch.log_softmax(self.item_scores(users), dim=-1)  # [N K n_items]
+        return torch.logsumexp(log_probs + gates.clamp_min(1e-12).log()[..., None], dim=1)
 
     def encode(self, item_seq, item_seq_len):
         r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history).
@@ -205,8 +251,22 @@ class FLR(SequentialRecommender):
         return Pass1(hidden, mask, cache, norms, last, attention_mask, n_prompt + item_seq_len)
 
     def reason(self, pass1):
-        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`."""
-        return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm)
+        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`.
+
+        With ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor
+        fields are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none).
+        """
+        if self.thought_source == "latent":
+            return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm, self.mixture, self._raw_state)
+        thought = None
+        if self.thought_source == "constant":
+            thought = self._constant_thought(pass1.input_norm)
+        return LatentOutput(thought, None, None, None, None, pass1.mask)
+
+    def _constant_thought(self, target_norm):
+        r"""The learned constant thought scaled to ``target_norm`` (any shape S), shape [*S, D]."""
+        unit = self.constant_thought / self.constant_thought.norm().clamp_min(1e-12)
+        return target_norm[..., None] * unit
 
     def decode(self, pass1, thought):
         r"""Pass 2: the thought as one extra token on pass 1's KV cache (left unchanged).
@@ -218,6 +278,8 @@ class FLR(SequentialRecommender):
         Returns:
             torch.Tensor: user vectors u, shape [B', D].
         """
+        if self.user_vector == "latent_state":  # no pass 2: the latent state is the user vector
+            return self.user_projection(thought)
         batch = pass1.mask.size(0)
         if thought.size(0) % batch:
             raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
@@ -259,7 +321,10 @@ class FLR(SequentialRecommender):
         return emb + self.text_projection(self.item_text_features[ids])
 
     def regularisers(self, latent_output):
-        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step."""
+        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without a latent module)."""
+        if latent_output.factors is None:
+            zero = self.item_embedding.weight.sum() * 0.0
+            return zero, zero, zero
         return (
             orthogonality_loss(latent_output.factors),
             diversity_loss(latent_output.attention),
@@ -283,8 +348,37 @@ class FLR(SequentialRecommender):
         if self.llm_gguf_file not in (None, "~") and not self.llm_path:
             raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
                                  "to the .gguf file itself and llm_gguf_file: ~.")
+        if self.llm_arch == "sasrec" and not self.llm_path and self.user_vector == "pass2":
+            raise UserInputError(
+                "llm_arch: sasrec (RecBole's SASRec encoder) has no KV cache to decode a thought token on: use "
+                "user_vector: latent_state or last_state, or a decoder llm_arch (qwen2, llama, mistral)."
+            )
         if self.llm_prompt and not self.llm_path:
             raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
+
+    def _check_head(self, train_stages):
+        r"""The ablation switches (``thought_source``, ``user_vector``, ``factor_aggregation``) and their legal mix."""
+        for key, legal in (("thought_source", THOUGHT_SOURCES), ("user_vector", USER_VECTORS),
+                           ("factor_aggregation", FACTOR_AGGREGATIONS)):  # fmt: skip
+            if getattr(self, key) not in legal:
+                raise UserInputError(f"{key}={getattr(self, key)!r} is invalid: the range is {list(legal)}.")
+        if (self.user_vector == "last_state") != (self.thought_source == "none"):
+            raise UserInputError(
+                f"user_vector={self.user_vector!r} with thought_source={self.thought_source!r}: the backbone-alone "
+                "control is user_vector: last_state with thought_source: none (no latent module, no pass 2); every "
+                "other user_vector needs a thought ('latent' or 'constant')."
+            )
+        if self.thought_source == "constant" and self.user_vector != "pass2":
+            raise UserInputError("thought_source: constant needs user_vector: pass2 (a constant latent state would give "
+                             "every user the same vector).")
+        if self.mixture and (self.thought_source != "latent" or self.user_vector != "latent_state"):
+            raise UserInputError("factor_aggregation: mixture scores one user vector per factor from the latent state: it "
+                             "needs thought_source: latent and user_vector: latent_state.")
+        if "grpo" in (train_stages or []) and (self.thought_source != "latent" or self.mixture):
+            raise UserInputError(
+                f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
+                "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."
+            )
 
     def _text_field(self, field, dataset):
         present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
@@ -368,15 +462,28 @@ class FLR(SequentialRecommender):
         pass1 = self.encode(item_seq, item_seq_len)
         mask = pass1.mask
         prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as Pass1.input_norm
-        latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm)
         rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
-        state = self._decode_all_positions(pass1, latent.thought)[rows, steps]  # [N D]
-        logits = self.item_scores(self.user_projection(state))  # [N n_items]
-        positions = LatentOutput(
-            latent.thought[rows, steps], latent.factors[rows, steps], latent.attention[rows, steps],
-            latent.gates[rows, steps], latent.all_gates[rows, steps], prefix,
-        )  # fmt: skip
+        thought, positions = None, LatentOutput(None, None, None, None, None, prefix)
+        if self.thought_source == "latent":
+            thought = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
+            positions = LatentOutput(
+                *(None if field is None else field[rows, steps] for field in (
+                    thought.thought, thought.factors, thought.attention, thought.gates, thought.all_gates)),
+                prefix, None if thought.factor_thoughts is None else thought.factor_thoughts[rows, steps],
+            )  # fmt: skip
+            thought = thought.thought
+        elif self.thought_source == "constant":
+            thought = self._constant_thought(prefix_norm)  # [B L D]
+        if self.mixture:
+            logits = self.mixture_scores(self.user_projection(positions.factor_thoughts), positions.gates)
+        elif self.user_vector == "last_state":
+            logits = self.item_scores(self.user_projection(pass1.hidden[rows, steps]))
+        elif self.user_vector == "latent_state":
+            logits = self.item_scores(self.user_projection(positions.thought))
+        else:
+            state = self._decode_all_positions(pass1, thought)[rows, steps]  # [N D]
+            logits = self.item_scores(self.user_projection(state))  # [N n_items]
         return logits, next_items(item_seq, item_seq_len, target)[rows, steps], positions
 
     def _decode_all_positions(self, pass1, thought):

@@ -20,13 +20,17 @@ class LatentOutput:
     r"""What :class:`FactorizedLatentReasoning` returns.
 
     Attributes:
-        thought (torch.Tensor): the latent thought r, scaled to the input-embedding norm, shape [B, D].
+        thought (torch.Tensor): the latent thought r, scaled to the input-embedding norm, shape [B, D]; with
+            ``raw=True`` the latent state z_T itself (LayerNorm's output, no W_o, no rescaling).
         factors (torch.Tensor): factor vectors f_k of the last step, shape [B, K, D].
         attention (torch.Tensor): last step's attention of each factor over the history, rows sum to 1 over the
             real positions and are exactly 0 on padding, shape [B, K, L].
         gates (torch.Tensor): last step's gate weights beta, shape [B, K].
         all_gates (torch.Tensor): the gate weights of every step, shape [B, T, K].
         mask (torch.Tensor): True at the real history positions, shape [B, L].
+        factor_thoughts (torch.Tensor, optional): one thought per factor, W_o LayerNorm(z_{T-1} + f_k) scaled like
+            the thought (with ``raw=True`` LayerNorm(z_{T-1} + f_k) itself), shape [B, K, D]; only when asked for
+            (``per_factor=True``: ``factor_aggregation: mixture``).
     """
 
     thought: torch.Tensor
@@ -35,6 +39,7 @@ class LatentOutput:
     gates: torch.Tensor
     all_gates: torch.Tensor
     mask: torch.Tensor
+    factor_thoughts: torch.Tensor = None
 
 
 class FactorizedLatentReasoning(nn.Module):
@@ -67,22 +72,26 @@ class FactorizedLatentReasoning(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.output = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden, mask, start, target_norm):
+    def forward(self, hidden, mask, start, target_norm, per_factor=False, raw=False):
         r"""
         Args:
             hidden (torch.Tensor): pass-1 states of the history, shape [B, L, D].
             mask (torch.Tensor): True at real history positions, shape [B, L] (at least one per row).
             start (torch.Tensor): z_0, shape [B, D].
             target_norm (torch.Tensor): the norm the thought is scaled to, shape [B].
+            per_factor (bool): also return one thought per factor (``factor_thoughts``).
+            raw (bool): return the latent state z_T as the thought (``user_vector: latent_state``: it is scored, not
+                fed to pass 2 as a token, so it keeps LayerNorm's scale instead of an input embedding's).
 
         Returns:
             LatentOutput: thought, factors, attention, gates (and the mask it was given).
         """
         blocked = ~mask[:, None, None, :]  # [B 1 1 L]
-        thought, factors, attention, gates = self._refine(hidden, blocked, start[:, None], target_norm[:, None])
-        return LatentOutput(thought[:, 0], factors[:, 0], attention[:, 0], gates[:, 0, -1], gates[:, 0], mask)
+        out = self._refine(hidden, blocked, start[:, None], target_norm[:, None], per_factor, raw)
+        thought, factors, attention, gates, factor_thoughts = (None if x is None else x[:, 0] for x in out)
+        return LatentOutput(thought, factors, attention, gates[:, -1], gates, mask, factor_thoughts)
 
-    def forward_positions(self, hidden, mask, target_norm):
+    def forward_positions(self, hidden, mask, target_norm, per_factor=False, raw=False):
         r"""One latent thought per history position at once: the thought of position t is exactly what
         :meth:`forward` gives for the prefix ending at t (z_0 = the state at t, attention over real positions <= t).
 
@@ -92,6 +101,8 @@ class FactorizedLatentReasoning(nn.Module):
             hidden (torch.Tensor): pass-1 states, shape [B, L, D] (causal, so position t saw only its prefix).
             mask (torch.Tensor): True at real history positions, shape [B, L]; position 0 is real.
             target_norm (torch.Tensor): the norm each position's thought is scaled to, shape [B, L].
+            per_factor (bool): also return one thought per factor and position (``factor_thoughts`` [B, L, K, D]).
+            raw (bool): the latent states z_T as the thoughts (see :meth:`forward`).
 
         Returns:
             LatentOutput: thought [B, L, D], factors [B, L, K, D], attention [B, L, K, L] (zero after t and on
@@ -100,10 +111,11 @@ class FactorizedLatentReasoning(nn.Module):
         length = hidden.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()  # [L(query) L(key)]
         blocked = ~(causal[None] & mask[:, None, :])[:, :, None, :]  # [B L 1 L]
-        thought, factors, attention, gates = self._refine(hidden, blocked, hidden, target_norm)
-        return LatentOutput(thought, factors, attention, gates[:, :, -1], gates, mask)
+        out = self._refine(hidden, blocked, hidden, target_norm, per_factor, raw)
+        thought, factors, attention, gates, factor_thoughts = out
+        return LatentOutput(thought, factors, attention, gates[:, :, -1], gates, mask, factor_thoughts)
 
-    def _refine(self, hidden, blocked, start, target_norm):
+    def _refine(self, hidden, blocked, start, target_norm, per_factor=False, raw=False):
         r"""The T refinement steps for P queries per history (P = 1 for :meth:`forward`, L for all positions).
 
         Written for speed (same maths as the class docstring): the K query projections are one matmul, the constant
@@ -116,9 +128,12 @@ class FactorizedLatentReasoning(nn.Module):
             blocked (torch.Tensor): bool, True where a query may not look, shape [B, P, 1, L].
             start (torch.Tensor): z_0 of each query, shape [B, P, D].
             target_norm (torch.Tensor): the norm each thought is scaled to, shape [B, P].
+            per_factor (bool): also compute the per-factor thoughts W_o LayerNorm(z_{T-1} + f_k) of the last step.
+            raw (bool): z_T and LayerNorm(z_{T-1} + f_k) themselves, without W_o and the rescaling.
 
         Returns:
-            tuple: thought [B, P, D], last step's factors [B, P, K, D] and attention [B, P, K, L], gates [B, P, T, K].
+            tuple: thought [B, P, D], last step's factors [B, P, K, D] and attention [B, P, K, L], gates [B, P, T, K],
+            per-factor thoughts [B, P, K, D] (None unless ``per_factor``).
         """
         batch, queries_per_row, dim = start.shape
         n_factors, length = self.n_factors, hidden.size(1)
@@ -131,6 +146,7 @@ class FactorizedLatentReasoning(nn.Module):
         gate_z, gate_f = gate_in.weight.split(dim, dim=1)  # [D D] each: the halves for z_{t-1} and f_k
         z, gates = start, []
         for _ in range(self.latent_steps):
+            z_prev = z
             queries = (z @ query_weight).view(batch, queries_per_row, n_factors, dim) + query_const  # [B P K D]
             scores = queries.view(batch, queries_per_row * n_factors, dim) @ keys_t  # [B P*K L]
             attention = (scores.view(batch, queries_per_row, n_factors, length) + bias).softmax(-1)  # [B P K L]
@@ -139,9 +155,17 @@ class FactorizedLatentReasoning(nn.Module):
             beta = gate_out(gate_act(gate_hidden)).squeeze(-1).softmax(-1)  # [B P K]
             z = self.norm(z + (beta[..., None] * factors).sum(2))
             gates.append(beta)
+        thought = z if raw else self._scaled_output(z, target_norm)
+        factor_thoughts = None
+        if per_factor:  # each factor's own update of the last step, as if its gate were 1
+            factor_thoughts = self.norm(z_prev[:, :, None] + factors)
+            factor_thoughts = factor_thoughts if raw else self._scaled_output(factor_thoughts, target_norm[..., None])
+        return thought, factors, attention, torch.stack(gates, dim=2), factor_thoughts
+
+    def _scaled_output(self, z, target_norm):
+        r"""W_o z rescaled to ``target_norm`` (broadcast over z's leading dimensions)."""
         thought = self.output(z)
-        thought = thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[..., None]
-        return thought, factors, attention, torch.stack(gates, dim=2)
+        return thought * (target_norm / thought.norm(dim=-1).clamp_min(1e-12))[..., None]
 
 
 def _mean_off_diagonal(gram):
