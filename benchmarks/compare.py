@@ -160,6 +160,15 @@ def _worker(spec_file):
         return best, cur_step, stop or bool(state["cut"] or over_budget()), update
 
     recbole_trainer.early_stopping = early_stopping
+    import recbole_flr.trainer.flr_trainer as flr_trainer  # FLR's stages swap in their strict rule during fit
+
+    strict_early_stopping = flr_trainer.strict_early_stopping
+
+    def budgeted_strict_early_stopping(*args, **kwargs):
+        best, cur_step, stop, update = strict_early_stopping(*args, **kwargs)
+        return best, cur_step, stop or bool(state["cut"] or over_budget()), update
+
+    flr_trainer.strict_early_stopping = budgeted_strict_early_stopping
 
     def instrumented_get_trainer(model_type, model_name):
         base = get_trainer(model_type, model_name)
