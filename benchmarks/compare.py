@@ -84,7 +84,9 @@ VARIANTS = {
     "constthought": {"thought_source": "constant", "train_stages": ["sft"]},  # a learned constant thought, pass 2
     "latentstate": {"user_vector": "latent_state", "train_stages": ["sft"]},  # score the latent state, no pass 2
     "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft"]},
-    "sasrec": {"llm_arch": "sasrec"},  # RecBole's SASRec encoder as the backbone (with backbone/latentstate/mixture)
+    "sasrec": {"llm_arch": "sasrec"},
+    # user_projection is off by default since 2026-11-29; FLR rows recorded before then (without @noproj) had it on
+    "proj": {"user_projection": True},  # RecBole's SASRec encoder as the backbone (with backbone/latentstate/mixture)
 }
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.

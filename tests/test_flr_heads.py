@@ -134,14 +134,15 @@ def test_illegal_mixes_are_refused_by_name(tiny_config_dict, settings, named):
 
 
 def test_sasrec_backbone_alone_is_recbole_sasrec(tiny_config_dict):
-    r"""With ids only and an identity user projection, FLR's backbone-alone head on ``llm_arch: sasrec`` scores
+    r"""With ids only and no user projection, FLR's backbone-alone head on ``llm_arch: sasrec`` scores
     exactly as RecBole's SASRec with the same weights."""
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender.sasrec import SASRec
 
     from recbole_flr import Config
 
-    settings = dict(tiny_config_dict, item_text_field=None, llm_arch="sasrec", hidden_dropout_prob=0.0)
+    settings = dict(tiny_config_dict, item_text_field=None, llm_arch="sasrec", hidden_dropout_prob=0.0,
+                    user_projection=False)
     model, seq, length, _ = _model(settings, "backbone")
     config = Config(model="SASRec", dataset="tiny", config_dict=dict(settings, n_layers=1, n_heads=2))
     train_data, _, _ = data_preparation(config, create_dataset(config))
@@ -152,8 +153,6 @@ def test_sasrec_backbone_alone_is_recbole_sasrec(tiny_config_dict):
     sasrec.LayerNorm.load_state_dict(backbone.LayerNorm.state_dict())
     sasrec.trm_encoder.load_state_dict(backbone.encoder.state_dict())
     with torch.no_grad():
-        model.user_projection.weight.copy_(torch.eye(model.hidden_size))
-        model.user_projection.bias.zero_()
         interaction = {model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: length}
         torch.testing.assert_close(model.full_sort_predict(interaction), sasrec.full_sort_predict(interaction))
 
@@ -177,9 +176,14 @@ def test_sasrec_backbone_refuses_pass2(tiny_config_dict):
         build(tiny_config_dict, llm_arch="sasrec", train_stages=["sft"])
 
 
-def test_user_projection_off_scores_the_state_itself(tiny_config_dict):
-    model, seq, length, _ = _model(tiny_config_dict, "backbone", user_projection=False)
-    assert not any(name.startswith("user_projection") for name, _ in model.named_parameters())
+@pytest.mark.parametrize("projection", [False, True])
+def test_user_projection_switch(tiny_config_dict, projection):
+    model, seq, length, _ = _model(tiny_config_dict, "backbone", user_projection=projection)
+    assert any(name.startswith("user_projection") for name, _ in model.named_parameters()) == projection
     with torch.no_grad():
-        expected = model.encode(seq, length).last @ model.item_embeddings(output=True).t()
+        last = model.encode(seq, length).last
+        user = model.user_projection(last) if projection else last  # off: the state itself, as SASRec scores
+        expected = user @ model.item_embeddings(output=True).t()
         torch.testing.assert_close(model.full_sort_predict({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: length}), expected)
+        if projection:
+            assert not torch.allclose(model.user_projection(last), last)
