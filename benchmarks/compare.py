@@ -81,11 +81,13 @@ VARIANTS = {
     "notext": {"item_text_field": None},  # item ids only: what the titles add
     # FLR's own controls and designs (FLR.yaml: thought_source, user_vector, factor_aggregation); SFT only
     "backbone": {"thought_source": "none", "user_vector": "last_state", "train_stages": ["sft"]},  # pass 1 alone
-    "constthought": {"thought_source": "constant", "train_stages": ["sft"]},  # a learned constant thought, pass 2
+    "constthought": {"thought_source": "constant", "user_vector": "pass2", "train_stages": ["sft"]},  # through pass 2
+    "pass2": {"user_vector": "pass2"},  # the paper-faithful head (FLR's default head until 2026-11-29)
     "latentstate": {"user_vector": "latent_state", "train_stages": ["sft"]},  # score the latent state, no pass 2
     "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft"]},
     "sasrec": {"llm_arch": "sasrec"},
-    # user_projection is off by default since 2026-11-29; FLR rows recorded before then (without @noproj) had it on
+    # since 2026-11-29 FLR's defaults are user_vector: latent_state and user_projection: False; its rows recorded
+    # before then ran the paper head with the projection: add +pass2+proj to reproduce them
     "proj": {"user_projection": True},  # RecBole's SASRec encoder as the backbone (with backbone/latentstate/mixture)
 }
 

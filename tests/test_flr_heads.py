@@ -8,7 +8,7 @@ from conftest import build_flr as build
 
 HEADS = {
     "backbone": {"thought_source": "none", "user_vector": "last_state"},
-    "constthought": {"thought_source": "constant"},
+    "constthought": {"thought_source": "constant", "user_vector": "pass2"},
     "latentstate": {"user_vector": "latent_state"},
     "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture"},
 }
@@ -118,8 +118,8 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
         ({"factor_aggregation": "max"}, "factor_aggregation='max'"),
         ({"user_vector": "last_state"}, "thought_source: none"),
         ({"thought_source": "none"}, "thought_source: none"),
-        ({"thought_source": "constant", "user_vector": "latent_state"}, "thought_source: constant needs"),
-        ({"factor_aggregation": "mixture"}, "user_vector: latent_state"),
+        ({"thought_source": "constant"}, "thought_source: constant needs"),  # the default head is latent_state
+        ({"factor_aggregation": "mixture", "user_vector": "pass2"}, "user_vector: latent_state"),
         ({"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft", "grpo"]},
          "GRPO stage"),
     ],
@@ -173,7 +173,7 @@ def test_sasrec_backbone_scores_every_position_like_its_prefix_and_trains(tiny_c
 
 def test_sasrec_backbone_refuses_pass2(tiny_config_dict):
     with pytest.raises(ValueError, match="llm_arch: sasrec"):
-        build(tiny_config_dict, llm_arch="sasrec", train_stages=["sft"])
+        build(tiny_config_dict, llm_arch="sasrec", user_vector="pass2", train_stages=["sft"])
 
 
 @pytest.mark.parametrize("projection", [False, True])

@@ -72,16 +72,20 @@ def test_full_sort_predict_agrees_with_predict(tiny_config_dict):
 # --- loss and gradients ----------------------------------------------------------------------------------------------
 
 
-def test_loss_terms_and_gradients(tiny_config_dict):
-    model, train_data, _ = build(tiny_config_dict, lambda_orth=0.1, lambda_div=0.1, lambda_sparse=0.1)
+@pytest.mark.parametrize("user_vector", ["latent_state", "pass2"])
+def test_loss_terms_and_gradients(tiny_config_dict, user_vector):
+    model, train_data, _ = build(tiny_config_dict, lambda_orth=0.1, lambda_div=0.1, lambda_sparse=0.1,
+                                 user_vector=user_vector)
     model.train()
     losses = model.calculate_loss(first_batch(train_data))
     assert len(losses) == 4 and all(torch.isfinite(term) and term.dim() == 0 for term in losses)
     assert losses[0].item() == pytest.approx(math.log(model.n_items), rel=0.1)  # near uniform at initialisation
     sum(losses).backward()
+    # the latent-state head scores z_T itself: W_o, which maps z_T to a token for pass 2, takes no part
+    unused = {"latent.output.weight", "latent.output.bias"} if user_vector == "latent_state" else set()
     for name, param in model.named_parameters():
         if param.requires_grad:
-            assert param.grad is not None and param.grad.abs().sum() > 0, name
+            assert (param.grad is not None and param.grad.abs().sum() > 0) != (name in unused), name
     assert model.item_embedding.weight.grad.abs().sum() > 0
     assert model.word_embedding.weight.grad.abs().sum() > 0
     assert any(p.grad.abs().sum() > 0 for p in model.latent.parameters())
