@@ -157,22 +157,20 @@ def _worker(spec_file):
                     self.record["cut"] = self.record["batches"] < len(self.loader)
                     return
 
-    original_early_stopping = recbole_trainer.early_stopping
+    def budgeted(rule):
+        r"""An early-stopping rule that also stops once the budget is spent."""
 
-    def early_stopping(*args, **kwargs):
-        best, cur_step, stop, update = original_early_stopping(*args, **kwargs)
-        return best, cur_step, stop or bool(state["cut"] or over_budget()), update
+        def stop_on_budget(*args, **kwargs):
+            best, cur_step, stop, update = rule(*args, **kwargs)
+            return best, cur_step, stop or bool(state["cut"] or over_budget()), update
 
-    recbole_trainer.early_stopping = early_stopping
-    import recbole_flr.trainer.flr_trainer as flr_trainer  # FLR's stages swap in their strict rule during fit
+        return stop_on_budget
 
-    strict_early_stopping = flr_trainer.strict_early_stopping
+    import recbole_flr.trainer.flr_trainer as flr_trainer
 
-    def budgeted_strict_early_stopping(*args, **kwargs):
-        best, cur_step, stop, update = strict_early_stopping(*args, **kwargs)
-        return best, cur_step, stop or bool(state["cut"] or over_budget()), update
-
-    flr_trainer.strict_early_stopping = budgeted_strict_early_stopping
+    recbole_trainer.early_stopping = budgeted(recbole_trainer.early_stopping)
+    # FLR's stages swap their strict rule into RecBole's trainer during fit: budget that one too
+    flr_trainer.strict_early_stopping = budgeted(flr_trainer.strict_early_stopping)
 
     def instrumented_get_trainer(model_type, model_name):
         base = get_trainer(model_type, model_name)

@@ -10,7 +10,7 @@ Reference:
 
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging import getLogger
 
 import torch
@@ -138,16 +138,16 @@ class FLR(SequentialRecommender):
         prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
         self.register_buffer("prompt_ids", torch.tensor(prompt, dtype=torch.long), persistent=False)
         # the SASRec encoder drops out after its own LayerNorm, as SASRec does
-        self.dropout = nn.Dropout(0.0 if getattr(self.backbone, "own_input_dropout", False) else self.hidden_dropout_prob)
+        own_dropout = getattr(self.backbone, "own_input_dropout", False)
+        self.dropout = nn.Dropout(0.0 if own_dropout else self.hidden_dropout_prob)
         self.latent = FactorizedLatentReasoning(
             self.hidden_size, self.n_factors, self.latent_steps, self.initializer_range
         )
         if self.thought_source == "constant":
             self.constant_thought = nn.Parameter(torch.randn(self.hidden_size) * self.initializer_range)
-        # ``user_projection: False`` scores the state itself, as SASRec does (the issue-14 backbone-gap study)
-        self.user_projection = nn.Linear(self.hidden_size, self.hidden_size)
-        if config["user_projection"] is False:
-            self.user_projection = nn.Identity()
+        # off by default: SASRec scores the state itself, and the projection cost 21 % NDCG@10 (docs/benchmarks.md)
+        projection = config["user_projection"]
+        self.user_projection = nn.Linear(self.hidden_size, self.hidden_size) if projection else nn.Identity()
         self.loss_fct = nn.CrossEntropyLoss()
         self._build_training_windows(dataset)
 
@@ -369,11 +369,15 @@ class FLR(SequentialRecommender):
                 "other user_vector needs a thought ('latent' or 'constant')."
             )
         if self.thought_source == "constant" and self.user_vector != "pass2":
-            raise UserInputError("thought_source: constant needs user_vector: pass2 (a constant latent state would give "
-                             "every user the same vector).")
+            raise UserInputError(
+                "thought_source: constant needs user_vector: pass2 (a constant latent state would give every user the "
+                "same vector)."
+            )
         if self.mixture and (self.thought_source != "latent" or self.user_vector != "latent_state"):
-            raise UserInputError("factor_aggregation: mixture scores one user vector per factor from the latent state: it "
-                             "needs thought_source: latent and user_vector: latent_state.")
+            raise UserInputError(
+                "factor_aggregation: mixture scores one user vector per factor from the latent state: it needs "
+                "thought_source: latent and user_vector: latent_state."
+            )
         if "grpo" in (train_stages or []) and (self.thought_source != "latent" or self.mixture):
             raise UserInputError(
                 f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
@@ -466,24 +470,20 @@ class FLR(SequentialRecommender):
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
         thought, positions = None, LatentOutput(None, None, None, None, None, prefix)
         if self.thought_source == "latent":
-            thought = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
+            latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
+            thought = latent.thought  # [B L D]
             positions = LatentOutput(
                 *(None if field is None else field[rows, steps] for field in (
-                    thought.thought, thought.factors, thought.attention, thought.gates, thought.all_gates)),
-                prefix, None if thought.factor_thoughts is None else thought.factor_thoughts[rows, steps],
+                    latent.thought, latent.factors, latent.attention, latent.gates, latent.all_gates)),
+                prefix, None if latent.factor_thoughts is None else latent.factor_thoughts[rows, steps],
             )  # fmt: skip
-            thought = thought.thought
         elif self.thought_source == "constant":
             thought = self._constant_thought(prefix_norm)  # [B L D]
-        if self.mixture:
-            logits = self.mixture_scores(self.user_projection(positions.factor_thoughts), positions.gates)
-        elif self.user_vector == "last_state":
-            logits = self.item_scores(self.user_projection(pass1.hidden[rows, steps]))
-        elif self.user_vector == "latent_state":
-            logits = self.item_scores(self.user_projection(positions.thought))
-        else:
+        if self.user_vector == "pass2":
             state = self._decode_all_positions(pass1, thought)[rows, steps]  # [N D]
             logits = self.item_scores(self.user_projection(state))  # [N n_items]
+        else:  # no pass 2: each position is scored as :meth:`scores` scores a history ending there
+            logits = self.scores(replace(pass1, last=pass1.hidden[rows, steps]), positions)  # [N n_items]
         return logits, next_items(item_seq, item_seq_len, target)[rows, steps], positions
 
     def _decode_all_positions(self, pass1, thought):

@@ -111,8 +111,9 @@ class FactorizedLatentReasoning(nn.Module):
         length = hidden.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()  # [L(query) L(key)]
         blocked = ~(causal[None] & mask[:, None, :])[:, :, None, :]  # [B L 1 L]
-        out = self._refine(hidden, blocked, hidden, target_norm, per_factor, raw)
-        thought, factors, attention, gates, factor_thoughts = out
+        thought, factors, attention, gates, factor_thoughts = self._refine(
+            hidden, blocked, hidden, target_norm, per_factor, raw
+        )
         return LatentOutput(thought, factors, attention, gates[:, :, -1], gates, mask, factor_thoughts)
 
     def _refine(self, hidden, blocked, start, target_norm, per_factor=False, raw=False):
