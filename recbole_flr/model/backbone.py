@@ -99,23 +99,33 @@ class DecoderBackbone(nn.Module):
         return self.body.get_input_embeddings()(token_ids).float()
 
     @torch.no_grad()
-    def embed_texts(self, texts, device):
-        r"""Mean-pooled last hidden state of each text under the frozen LLM; an empty text gives a zero vector.
+    def embed_texts(self, texts, device, pooling="mean", max_tokens=MAX_TITLE_TOKENS, batch_size=TEXT_BATCH_SIZE,
+                    progress=False):  # fmt: skip
+        r"""Pooled last-layer state of each text under the frozen LLM; an empty text gives a zero vector.
 
         Args:
             texts (list[str]): one text per row.
             device (torch.device): where to run.
+            pooling (str): ``mean`` over the text's tokens, or the ``last`` token's state.
+            max_tokens (int): texts longer than this many tokens are cut.
+            batch_size (int): texts per forward pass (sorted by length, so a batch pads little).
+            progress (bool): show a progress bar.
 
         Returns:
-            torch.Tensor: shape [len(texts), D], float32.
+            torch.Tensor: shape [len(texts), D], float32 on the CPU.
         """
+        from tqdm import tqdm
+
         was_training = self.body.training
         self.body.eval()
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        ids = [row[:MAX_TITLE_TOKENS] for row in ids]
+        ids = [row[:max_tokens] for row in ids]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: little padding
         out = torch.zeros(len(texts), self.hidden_size)
-        for start in range(0, len(ids), TEXT_BATCH_SIZE):
-            rows = ids[start : start + TEXT_BATCH_SIZE]
+        starts = range(0, len(ids), batch_size)
+        for start in tqdm(starts, desc="item texts", unit="batch", disable=not progress, ncols=100):
+            index = order[start : start + batch_size]
+            rows = [ids[i] for i in index]
             width = max(1, max(map(len, rows)))
             tokens = torch.zeros(len(rows), width, dtype=torch.long)
             mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -127,8 +137,12 @@ class DecoderBackbone(nn.Module):
             hidden = self.body(input_ids=tokens, attention_mask=mask, use_cache=False)["last_hidden_state"].float()
             lengths = torch.tensor([len(row) for row in rows], device=device)
             valid = (torch.arange(width, device=device)[None] < lengths[:, None]).float()  # [n W]
-            pooled = (hidden * valid[..., None]).sum(1) / lengths.clamp_min(1)[:, None]
-            out[start : start + len(rows)] = pooled.cpu()
+            if pooling == "last":
+                last = hidden[torch.arange(len(rows), device=device), (lengths - 1).clamp_min(0)]
+                pooled = last * (lengths > 0).float()[:, None]
+            else:
+                pooled = (hidden * valid[..., None]).sum(1) / lengths.clamp_min(1)[:, None]
+            out[torch.tensor(index)] = pooled.cpu()
         self.body.train(was_training)
         return out
 

@@ -15,13 +15,18 @@ from logging import getLogger
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import FeatureType
 from torch import nn
 from transformers import DynamicCache
 
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
 from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.item_text import (
+    ItemTextProjection,
+    encoder_setting,
+    load_item_text_features,
+    resolve_text_field,
+)
 from recbole_flr.model.latent_reasoning import (
     FactorizedLatentReasoning,
     LatentOutput,
@@ -30,7 +35,6 @@ from recbole_flr.model.latent_reasoning import (
     sparsity_loss,
 )
 
-TEXT_FIELDS = ("movie_title", "title")  # what ``item_text_field: auto`` looks for
 #: ``thought_source``: the latent module's thought, a learned constant (control: depth without information), none.
 THOUGHT_SOURCES = ("latent", "constant", "none")
 #: ``user_vector``: the thought decoded by pass 2, pass 1's last state (the backbone alone), the latent state itself.
@@ -101,7 +105,9 @@ class FLR(SequentialRecommender):
         self.lora_alpha = config["lora_alpha"]
         self.lora_dropout = config["lora_dropout"]
         self.lora_target_modules = config["lora_target_modules"]
-        self.item_text_field = self._text_field(config["item_text_field"], dataset)
+        self.item_text_field = resolve_text_field(config["item_text_field"], dataset)
+        self.item_text_encoder = encoder_setting(config["item_text_encoder"])
+        self.item_text_only = bool(config["item_text_only"])
         self.tie_item_embeddings = config["tie_item_embeddings"] is not False
         self.n_factors = config["n_factors"]
         self.latent_steps = config["latent_steps"]
@@ -132,7 +138,7 @@ class FLR(SequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         if not self.tie_item_embeddings:
             self.output_item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self._build_text_embedding(dataset)  # before LoRA: text features come from the base LLM
+        self._build_text_embedding(config, dataset)  # before LoRA: text features come from the base LLM
         if self.llm_path:
             add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
         prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
@@ -312,6 +318,9 @@ class FLR(SequentialRecommender):
         """
         table = self.item_embedding if self.tie_item_embeddings or not output else self.output_item_embedding
         ids = torch.arange(self.n_items, device=table.weight.device) if items is None else items
+        if self.item_text_encoder:
+            text = self.item_text(ids)
+            return text if self.item_text_only else table(ids) + text
         emb = table(ids)
         if self.item_text_field is None:
             return emb
@@ -384,20 +393,13 @@ class FLR(SequentialRecommender):
                 "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."
             )
 
-    def _text_field(self, field, dataset):
-        present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
-        if field in (None, "~", "none", "None"):
-            return None
-        if field == "auto":
-            return next((name for name in TEXT_FIELDS if name in present), None)
-        if field not in present or dataset.field2type[field] != FeatureType.TOKEN_SEQ:
-            raise UserInputError(
-                f"item_text_field='{field}' is not a token_seq field of the dataset's item features; fields "
-                f"present: {present}. Use 'auto', ~ (no text) or a token_seq field loaded through load_col."
-            )
-        return field
-
-    def _build_text_embedding(self, dataset):
+    def _build_text_embedding(self, config, dataset):
+        if self.item_text_encoder:  # frozen features of a pretrained LM, through a learned projection
+            features = load_item_text_features(config, dataset, self.item_text_field)
+            self.item_text = ItemTextProjection(features, self.hidden_size)
+            return
+        if self.item_text_only:
+            raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         if self.item_text_field is None:
             return
         title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding

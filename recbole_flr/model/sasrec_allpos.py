@@ -11,6 +11,12 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
+from recbole_flr.model.item_text import (
+    ItemTextProjection,
+    encoder_setting,
+    load_item_text_features,
+    resolve_text_field,
+)
 
 
 class SASRecAllPos(SASRec):
@@ -19,7 +25,8 @@ class SASRecAllPos(SASRec):
     way), instead of one forward pass per RecBole prefix sample. Evaluation and scoring are SASRec's own.
 
     It is the baseline to set against FLR's ``train_all_positions`` mode: same training signal, same cost lever.
-    Its defaults are RecBole's SASRec.yaml.
+    Its defaults are RecBole's SASRec.yaml. With ``item_text_encoder`` it reads the same frozen pretrained-LM text
+    features as FLR: its item table (input and scoring) becomes ID embedding + a learned projection of them.
 
     NOTE:
         RecBole's train loader yields every prefix row; rows that are not a kept window are skipped in the loss
@@ -35,15 +42,33 @@ class SASRecAllPos(SASRec):
                 f"SASRecAllPos needs loss_type: CE (full cross-entropy at every position), got {self.loss_type!r}; "
                 "use SASRec for BPR."
             )
+        self.item_text_encoder = encoder_setting(config["item_text_encoder"])
+        self.item_text_only = bool(config["item_text_only"])
+        if self.item_text_encoder:
+            field = resolve_text_field(config["item_text_field"], dataset)
+            self.item_text = ItemTextProjection(load_item_text_features(config, dataset, field), self.hidden_size)
+            self.item_text.projection.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif self.item_text_only:
+            raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         keys = training_window_keys(dataset, self.max_seq_length)
         self.register_buffer("training_window_keys", keys, persistent=False)
         getLogger().info(f"SASRecAllPos: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
+
+    def item_vectors(self, items=None):
+        r"""Item representations of ``items`` (ids of any shape), or the whole table: SASRec's ID embedding, plus
+        the projected text features with ``item_text_encoder`` (those alone with ``item_text_only``)."""
+        if not self.item_text_encoder:
+            return self.item_embedding.weight if items is None else self.item_embedding(items)
+        text = self.item_text(items)
+        if self.item_text_only:
+            return text
+        return (self.item_embedding.weight if items is None else self.item_embedding(items)) + text
 
     def sequence_output(self, item_seq):
         r"""SASRec's last-layer states at every position (its ``forward`` without the final gather), [B, L, H]."""
         position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
         position_embedding = self.position_embedding(position_ids.unsqueeze(0).expand_as(item_seq))
-        input_emb = self.dropout(self.LayerNorm(self.item_embedding(item_seq) + position_embedding))
+        input_emb = self.dropout(self.LayerNorm(self.item_vectors(item_seq) + position_embedding))
         extended_attention_mask = self.get_attention_mask(item_seq)  # causal and padding
         return self.trm_encoder(input_emb, extended_attention_mask, output_all_encoded_layers=True)[-1]
 
@@ -52,8 +77,20 @@ class SASRecAllPos(SASRec):
         mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]
         rows, steps = mask.nonzero(as_tuple=True)
         states = self.sequence_output(item_seq)[rows, steps]  # [N H]
-        logits = torch.matmul(states, self.item_embedding.weight.transpose(0, 1))
+        logits = torch.matmul(states, self.item_vectors().transpose(0, 1))
         return logits, next_items(item_seq, item_seq_len, target)[rows, steps]
+
+    def forward(self, item_seq, item_seq_len):
+        r"""SASRec's ``forward`` (the state at the last real position), over :meth:`item_vectors`."""
+        return self.gather_indexes(self.sequence_output(item_seq), item_seq_len - 1)
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (seq_output * self.item_vectors(interaction[self.ITEM_ID])).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return torch.matmul(seq_output, self.item_vectors().transpose(0, 1))  # [B n_items]
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
