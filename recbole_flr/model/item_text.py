@@ -166,7 +166,12 @@ def encode_texts(encoder_path, texts, device, pooling="mean", max_tokens=32, bat
     [len(texts), D_text], float32 on the CPU; an empty text gives zeros."""
     from recbole_flr.model.backbone import load_pretrained_backbone
 
-    encoder = load_pretrained_backbone(encoder_path, device, gguf_file)
+    try:
+        encoder = load_pretrained_backbone(encoder_path, device, gguf_file)
+    except UserInputError as error:  # the loader speaks of llm_path; here the key is item_text_encoder
+        raise UserInputError(
+            f"item_text_encoder: {str(error).replace('llm_path=', '', 1).replace('llm_path', 'item_text_encoder').replace('~ for the embedded backbone', '~ for no text encoder')}"
+        ) from None
     return encoder.embed_texts(texts, device, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size,
                                progress=True)  # fmt: skip
 
