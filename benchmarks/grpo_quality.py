@@ -30,7 +30,7 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
-from recbole_flr.trainer.compat import load_checkpoint, load_model_state  # noqa: E402
+from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 from recbole_flr.utils import get_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -31,8 +31,8 @@ import textwrap
 import numpy as np
 import torch
 
-from recbole_flr.errors import USER_ERRORS, UserFileNotFoundError, UserInputError, user_error_message
-from recbole_flr.trainer.compat import CheckpointError, load_checkpoint
+from recbole_flr.checkpoint import load_checkpoint
+from recbole_flr.errors import USER_ERRORS, CheckpointError, UserFileNotFoundError, UserInputError, user_error_message
 
 TEXT_FIELDS = ("movie_title", "title")
 MIN_SHARE = 0.005  # feature values rarer than this in the histories are left out of the plot (noisy ratios)

@@ -20,10 +20,10 @@ import torch.distributed as dist
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import compact_train_data
-from recbole_flr.trainer.compat import load_checkpoint, load_model_state
 from recbole_flr.utils import ensure_dataset, get_model, get_trainer, load_dataset
 
 

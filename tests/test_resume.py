@@ -19,14 +19,9 @@ from recbole.utils import init_seed
 from recbole_flr.config import Config
 from recbole_flr.quick_start import run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
-from recbole_flr.trainer.compat import (
-    CheckpointError,
-    NonFiniteLossError,
-    SafeCheckpointMixin,
-    get_rng_state,
-    last_checkpoint_file,
-    set_rng_state,
-)
+from recbole_flr.checkpoint import get_rng_state, last_checkpoint_file, set_rng_state
+from recbole_flr.errors import CheckpointError, NonFiniteLossError
+from recbole_flr.trainer import SafeCheckpointMixin
 from recbole_flr.utils import get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +38,7 @@ CHILD = r"""
 import os, runpy, sys, time
 import torch
 torch.set_num_threads(1)
-from recbole_flr.trainer.compat import SafeCheckpointMixin
+from recbole_flr.trainer import SafeCheckpointMixin
 stage, epoch = os.environ["PAUSE_AT"].split(":")
 real = SafeCheckpointMixin._check_nan
 def check_nan(self, loss):

@@ -10,19 +10,14 @@ from contextlib import contextmanager
 
 import recbole.trainer.trainer as recbole_trainer
 import torch
-import yaml
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
 
-from recbole_flr.errors import UserInputError
-from recbole_flr.trainer.compat import (
-    CheckpointError,
-    SafeCheckpointMixin,
-    load_checkpoint,
-    load_model_state,
-    plain_result,
-)
+from recbole_flr.checkpoint import load_checkpoint, load_model_state, plain_result
+from recbole_flr.config import read_train_stages
+from recbole_flr.errors import CheckpointError, UserInputError
+from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
 from recbole_flr.trainer.grpo import (
     REWARDS,
     clipped_surrogate,
@@ -133,7 +128,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.train_stages = self._read_stages(config["train_stages"])
+        self.train_stages = read_train_stages(config["train_stages"])
         self.grpo_epochs = self._read(config, "grpo_epochs", int, lambda v: v >= 0, ">= 0")
         self.grpo_learning_rate = self._read(config, "grpo_learning_rate", float, lambda v: v > 0, "> 0")
         self.grpo_stopping_step = self._read(config, "grpo_stopping_step", int, lambda v: v >= 1, ">= 1")
@@ -173,17 +168,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._grpo_stats = None
         self._resume = None  # the last checkpoint being resumed, until its stage starts
         self._stage_start_epoch = 0
-
-    @staticmethod
-    def _read_stages(value):
-        legal = [["sft"], ["grpo"], ["sft", "grpo"]]
-        if isinstance(value, str):  # --train_stages=[sft,grpo] on the command line, which RecBole cannot eval
-            value = yaml.safe_load(value)
-        if not isinstance(value, (list, tuple)) or list(value) not in legal:
-            raise UserInputError(
-                f"train_stages must be a list of stages in order, each at most once: one of {legal}; got {value!r}."
-            )
-        return list(value)
 
     @staticmethod
     def _read(config, key, kind, check, legal):
