@@ -136,7 +136,7 @@ def main():
     grpo = FLRTrainer(config, copy.deepcopy(model))
     if args.decode == "parallel":
         grpo.model.decode = parallel_decode(grpo.model)
-    grpo._begin_grpo(None, False, False, False)  # GRPO from the same weights, no validation bar: cost only
+    grpo.begin_grpo()  # GRPO from the same weights, no validation bar: cost only
     for trainer in (sft, grpo):  # warm-up (allocator, first-call overheads)
         time_batches(trainer, train_data, 1)
     # SFT and GRPO alternate round by round, so that a busy shared machine slows both alike

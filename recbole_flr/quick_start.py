@@ -73,7 +73,10 @@ def _check_nproc(nproc, gpu_id):
         raise UserInputError(f"--nproc={nproc} is not in [1, {available}]: this machine has {available} {kind}.")
 
 
-def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+def run_recbole_flr(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, time_budget=None,
+    callbacks=(),
+):
     r"""Train, validate and test a model: the plugin's counterpart of ``recbole.quick_start.run_recbole``.
 
     Args:
@@ -85,6 +88,10 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
             same settings; the best model keeps the interrupted run's file.
         saved (bool, optional): whether to save the best model and test it. Defaults to ``True``.
         queue (torch.multiprocessing.Queue, optional): where rank 0 puts the result when spawned.
+        time_budget (float, optional): seconds of training after which the trainer stops at the end of the batch
+            that spends them (the epoch is validated as usual); the trainer's ``time_budget``. None: no limit.
+        callbacks (sequence, optional): functions ``callback(event, info)`` given to the trainer's ``add_callback``
+            (epochs, validations, evaluations, the end of ``fit``).
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
@@ -113,6 +120,12 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if time_budget or callbacks:
+        if not hasattr(trainer, "add_callback"):
+            raise UserInputError(f"{type(trainer).__name__} (RecBole's trainer of {model}) has no time budget or hooks.")
+        trainer.time_budget = time_budget
+        for callback in callbacks:
+            trainer.add_callback(callback)
     if saved and hasattr(trainer, "last_model_file"):
         logger.info(
             f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "

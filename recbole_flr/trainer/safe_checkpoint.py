@@ -10,11 +10,14 @@ at the end of the last finished epoch (weights, optimizer, early-stopping counte
 """
 
 import os
+import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
-from recbole.utils import get_local_time, set_color
+from recbole.trainer import Trainer
+from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_flr.checkpoint import (
@@ -47,6 +50,9 @@ class SafeCheckpointMixin:
       states, so it follows the uninterrupted trajectory exactly (on the same machine and settings).
     - A NaN or infinite loss raises :class:`NonFiniteLossError` before the step: neither checkpoint is touched, so both
       hold the last good state.
+    - Public hooks, for benchmarks and tools (nothing patches RecBole): :attr:`time_budget` (seconds of training,
+      checked after every batch), :meth:`add_callback` (a function told of every epoch, validation, evaluation and
+      the end of ``fit``), and :meth:`early_stopping` (the improvement rule; FLRTrainer's is strict).
 
     NOTE:
         RecBole names the best model ``<model>-<time to the second>.pth``, so two runs started in the same second
@@ -76,6 +82,10 @@ class SafeCheckpointMixin:
         self._loss_position = [None, -1]  # (epoch, batch) of the loss _check_nan sees
         self._pending_rng = None  # a resumed run's random states, restored when its first epoch starts
         self._resume_finished = False  # the resumed run's fit had ended: the next fit trains nothing
+        self.time_budget = None  # seconds of training (every fit stage together); None or 0: no limit
+        self.budget_spent = False  # the budget ended training (after the epoch that spent it)
+        self.callbacks = []
+        self._fit_start = None  # time.time() when the outermost fit began
 
     @property
     def last_model_file(self):
@@ -129,13 +139,153 @@ class SafeCheckpointMixin:
             return self.best_valid_score, self.best_valid_result
         self._in_fit, self._save_last, self._fit_epoch, self._train_data = True, saved, None, train_data
         try:
-            result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            with self.timed_fit():
+                if type(self)._recbole_fit() is Trainer.fit:
+                    result = self._fit_epochs(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+                else:  # a RecBole trainer with its own fit (S3Rec's, NCL's): its loop, without the hooks
+                    result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         finally:
             self._in_fit = False
         if saved:
             epoch = self.start_epoch - 1 if self._fit_epoch is None else self._fit_epoch
             self._save_last_checkpoint(epoch, finished=True)
         return result
+
+    @classmethod
+    def _recbole_fit(cls):
+        r"""The ``fit`` of the first RecBole class after this mixin in the MRO."""
+        mro = cls.__mro__
+        return next(klass.fit for klass in mro[mro.index(SafeCheckpointMixin) + 1:] if "fit" in vars(klass))
+
+    # ------------------------------------------------------------------ public hooks
+    def add_callback(self, callback):
+        r"""Call ``callback(event, info)`` (``info`` a dict) at each of these events:
+
+        - ``"train_epoch"`` after each training epoch: ``epoch``, ``stage`` (FLRTrainer's ``sft`` or ``grpo``, else
+          None), ``batches`` (trained), ``n_batches`` (in
+          the loader), ``samples`` (rows), ``data_s`` (seconds spent waiting for the loader), ``train_s``, ``cut``
+          (the budget ended the epoch before its last batch);
+        - ``"valid_epoch"`` after each validation: ``stage``, ``score``, ``valid_s``;
+        - ``"evaluate"`` after each :meth:`evaluate`: ``eval_data``, ``seconds``;
+        - ``"fit"`` when the outermost ``fit`` returns (FLR: after all stages): ``fit_s``, ``budget_spent``.
+        """
+        self.callbacks.append(callback)
+
+    def _emit(self, event, **info):
+        for callback in self.callbacks:
+            callback(event, info)
+
+    def over_budget(self):
+        r"""Whether :attr:`time_budget` seconds have passed since the outermost ``fit`` began."""
+        return bool(self.time_budget) and self._fit_start is not None and (
+            time.time() - self._fit_start > self.time_budget
+        )
+
+    def _budget_check(self):
+        self.budget_spent = self.budget_spent or self.over_budget()
+        return self.budget_spent
+
+    @contextmanager
+    def timed_fit(self):
+        r"""Time the outermost ``fit`` (the budget's clock; FLRTrainer's stages are nested fits) and report it."""
+        if self._fit_start is not None:
+            yield
+            return
+        self._fit_start, self.budget_spent = time.time(), False
+        try:
+            yield
+        finally:
+            fit_s, self._fit_start = time.time() - self._fit_start, None
+            self._emit("fit", fit_s=fit_s, budget_spent=self.budget_spent)
+
+    def early_stopping(self, valid_score):
+        r"""Count one validation: update ``best_valid_score`` and ``cur_step``, as RecBole's
+        :func:`~recbole.utils.early_stopping` (a tie is an improvement).
+
+        Returns:
+            (bool, bool): (stop training, the score is the new best).
+        """
+        self.best_valid_score, self.cur_step, stop, update = early_stopping(
+            valid_score, self.best_valid_score, self.cur_step, max_step=self.stopping_step,
+            bigger=self.valid_metric_bigger,
+        )  # fmt: skip
+        return stop, update
+
+    def _fit_epochs(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
+        r"""RecBole's :meth:`Trainer.fit` (same steps, logs and checkpoints) with three hooks: the improvement rule is
+        :meth:`early_stopping`, the time budget stops training after the epoch that spends it, and the callbacks."""
+        if saved and self.start_epoch >= self.epochs:
+            self._save_checkpoint(-1, verbose=verbose)
+        self.eval_collector.data_collect(train_data)
+        if self.config["train_neg_sample_args"].get("dynamic", False):
+            train_data.get_model(self.model)
+        valid_step = 0
+        for epoch_idx in range(self.start_epoch, self.epochs):
+            loader = _EpochLoader(train_data, self) if self.time_budget or self.callbacks else train_data
+            training_start_time = time.time()
+            train_loss = self._train_epoch(loader, epoch_idx, show_progress=show_progress)
+            self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
+            training_end_time = time.time()
+            if loader is not train_data:
+                self._emit("train_epoch", epoch=epoch_idx, stage=self.stage,
+                           train_s=training_end_time - training_start_time, **loader.record)  # fmt: skip
+            train_loss_output = self._generate_train_loss_output(
+                epoch_idx, training_start_time, training_end_time, train_loss
+            )
+            if verbose:
+                self.logger.info(train_loss_output)
+            self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
+            self.wandblogger.log_metrics(
+                {"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train"
+            )
+            if self.eval_step <= 0 or not valid_data:
+                if saved:
+                    self._save_checkpoint(epoch_idx, verbose=verbose)
+                if self._budget_check():
+                    break
+                continue
+            if (epoch_idx + 1) % self.eval_step == 0:
+                valid_start_time = time.time()
+                valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+                stop_flag, update_flag = self.early_stopping(valid_score)
+                stop_flag = self._budget_check() or stop_flag
+                valid_end_time = time.time()
+                valid_score_output = (
+                    set_color("epoch %d evaluating", "green") + " [" + set_color("time", "blue") + ": %.2fs, "
+                    + set_color("valid_score", "blue") + ": %f]"
+                ) % (epoch_idx, valid_end_time - valid_start_time, valid_score)  # fmt: skip
+                valid_result_output = set_color("valid result", "blue") + ": \n" + dict2str(valid_result)
+                if verbose:
+                    self.logger.info(valid_score_output)
+                    self.logger.info(valid_result_output)
+                self.tensorboard.add_scalar("Vaild_score", valid_score, epoch_idx)
+                self.wandblogger.log_metrics({**valid_result, "valid_step": valid_step}, head="valid")
+                if update_flag:
+                    if saved:
+                        self._save_checkpoint(epoch_idx, verbose=verbose)
+                    self.best_valid_result = valid_result
+                if callback_fn:
+                    callback_fn(epoch_idx, valid_score)
+                if stop_flag:
+                    stop_output = "Finished training, best eval result in epoch %d" % (
+                        epoch_idx - self.cur_step * self.eval_step
+                    )
+                    if self.budget_spent:
+                        stop_output += f" (time budget of {self.time_budget} s spent)"
+                    if verbose:
+                        self.logger.info(stop_output)
+                    break
+                valid_step += 1
+            elif self._budget_check():
+                break
+        self._add_hparam_to_tensorboard(self.best_valid_score)
+        return self.best_valid_score, self.best_valid_result
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        tick = time.time()
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._emit("valid_epoch", stage=self.stage, score=float(valid_score), valid_s=time.time() - tick)
+        return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self._in_fit:
@@ -229,10 +379,45 @@ class SafeCheckpointMixin:
         )
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        tick = time.time()
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
             if not self.config["single_spec"]:
                 torch.distributed.barrier()  # rank 0 writes the best model; the others must not read it earlier
             load_model_state(self.model, load_checkpoint(checkpoint_file, map_location=self.device), checkpoint_file)
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self._emit("evaluate", eval_data=eval_data, seconds=time.time() - tick)
+        return result
+
+
+class _EpochLoader:
+    r"""The train loader of one epoch as the hooks see it: it counts batches, rows and the seconds spent waiting for
+    the loader, and ends the epoch after the batch that spends the trainer's time budget."""
+
+    def __init__(self, loader, trainer):
+        self.loader, self.trainer = loader, trainer
+        self.record = {"batches": 0, "n_batches": len(loader), "samples": 0, "data_s": 0.0, "cut": False}
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        record, iterator = self.record, iter(self.loader)
+        while True:
+            tick = time.time()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            record["data_s"] += time.time() - tick
+            record["batches"] += 1
+            record["samples"] += len(batch)
+            yield batch
+            if self.trainer.over_budget():
+                self.trainer.budget_spent = True
+                record["cut"] = record["batches"] < len(self.loader)
+                return
