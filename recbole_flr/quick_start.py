@@ -122,7 +122,7 @@ def run_recbole_flr(
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if time_budget or callbacks:
         if not hasattr(trainer, "add_callback"):
-            raise UserInputError(f"{type(trainer).__name__} (RecBole's trainer of {model}) has no time budget or hooks.")
+            raise UserInputError(f"{type(trainer).__name__} (RecBole's trainer of {model}) has no budget or callbacks.")
         trainer.time_budget = time_budget
         for callback in callbacks:
             trainer.add_callback(callback)
