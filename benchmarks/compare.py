@@ -280,11 +280,9 @@ def step_cost(args, dataset):
     load: ``--step_cost`` steps (forward, backward, Adam) on batches of RecBole's train loader, after one warm-up
     step, plus the loader's own time per batch. An epoch's cost is the median step times the loader's length."""
     import torch
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
 
     from recbole_flr.config import Config
-    from recbole_flr.utils import get_model
+    from recbole_flr.quick_start import prepare
 
     torch.set_num_threads(args.threads)
     out = []
@@ -294,10 +292,7 @@ def step_cost(args, dataset):
             config_dict.update({"gpu_id": "" if not torch.cuda.is_available() else config_dict.get("gpu_id", 0)})
             config = Config(model=model_name, dataset=dataset, config_file_list=[os.path.join(ROOT, PROTOCOL)],
                             config_dict=config_dict)
-            init_seed(config["seed"], config["reproducibility"])
-            train_data, _, _ = data_preparation(config, create_dataset(config))
-            init_seed(config["seed"], config["reproducibility"])
-            model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+            config, model, _, train_data, _, _ = prepare(config=config)
             optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
             model.train()
             iterator, batches, tick = iter(train_data), [], time.time()

@@ -30,12 +30,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole  # noqa: E402
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
+from recbole.utils import init_logger  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
-from recbole_flr.utils import get_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -126,11 +125,8 @@ def main():
     if args.dataset == "ml-100k":
         config_dict["load_col"] = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title"]}
     config = Config(model="FLR", dataset=args.dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, _, _ = prepare(config=config)
     sft = FLRTrainer(config, model)
     sft.stage = "sft"
     grpo = FLRTrainer(config, copy.deepcopy(model))

@@ -109,13 +109,7 @@ def run_recbole_flr(
     logger.info(sys.argv)
     logger.info(config)
 
-    ensure_dataset(config)
-    dataset = load_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    _, model, _, train_data, valid_data, test_data = prepare(config=config, log=True)
     logger.info(model)
     train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
@@ -155,6 +149,36 @@ def run_recbole_flr(
     return result
 
 
+def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, config=None, log=False):
+    r"""Build what a run trains and tests, in RecBole's quick-start order: the config, the seed, the dataset (downloaded
+    if it is one of RecBole's and missing), the dataloaders, the seed again (plus ``local_rank``), then the model on
+    the config's device. :func:`run_recbole_flr`, :func:`load_data_and_model`, the tests and the benchmarks all build
+    through here.
+
+    Args:
+        model (str, optional): model name (``FLR``, or any RecBole model).
+        dataset (str, optional): dataset name.
+        config_file_list (list, optional): YAML files.
+        config_dict (dict, optional): parameters, overriding the YAML files.
+        config (Config, optional): an existing config; the four arguments above are then ignored.
+        log (bool): log the dataset through RecBole's logger (``init_logger`` first).
+
+    Returns:
+        tuple: (config, model, dataset, train_data, valid_data, test_data); the model is freshly initialised.
+    """
+    if config is None:
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    ensure_dataset(config)
+    dataset = load_dataset(config)
+    if log:
+        getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    return config, model, dataset, train_data, valid_data, test_data
+
+
 def run_recbole_flrs(rank, *args):
     r"""Entry point of one spawned process: ``args`` are (model, dataset, config_file_list, kwargs)."""
     kwargs = args[-1]
@@ -185,18 +209,9 @@ def load_data_and_model(model_file, weights_only=True):
             config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
         finally:
             sys.argv = argv
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
-    ensure_dataset(config)
-    dataset = load_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    getLogger().info(config)
+    _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)
     load_model_state(model, checkpoint, model_file)
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data

@@ -6,23 +6,16 @@ import socket
 import pytest
 import recbole.trainer.trainer as recbole_trainer
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import early_stopping, init_seed
+from recbole.utils import early_stopping
 
-from recbole_flr.config import Config
-from recbole_flr.quick_start import load_data_and_model, run, run_recbole_flr
+from recbole_flr.quick_start import load_data_and_model, prepare, run, run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
-from recbole_flr.utils import get_model
 
 FAST = {"grpo_num_generations": 4, "grpo_epochs": 1, "grpo_learning_rate": 0.01}
 
 
 def _build(config_dict):
-    config = Config(model="FLR", dataset="tiny", config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, valid_data, test_data = prepare("FLR", "tiny", config_dict=config_dict)
     return config, model, train_data, valid_data, test_data
 
 

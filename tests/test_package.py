@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from recbole_flr import Config, load_data_and_model, run_recbole_flr
+from recbole_flr import Config, load_data_and_model, prepare, run_recbole_flr
 from recbole_flr.checkpoint import load_checkpoint
 from recbole_flr.errors import CheckpointError
 from recbole_flr.trainer import SafeCheckpointMixin
@@ -182,11 +182,7 @@ def test_load_data_and_model_rebuilds_the_trained_model(sasrec_run):
 
 
 def test_two_trainers_started_together_never_share_a_checkpoint(tiny_config_dict):
-    from recbole.data import create_dataset, data_preparation
-
-    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict)
-    train_data = data_preparation(config, create_dataset(config))[0]
-    model = get_model("SASRec")(config, train_data._dataset)
+    config, model, *_ = prepare("SASRec", "tiny", config_dict=tiny_config_dict)
     trainer_class = get_trainer(config["MODEL_TYPE"], "SASRec")
     assert trainer_class(config, model).saved_model_file != trainer_class(config, model).saved_model_file
 

@@ -13,16 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
-from recbole_flr.config import Config
-from recbole_flr.quick_start import run_recbole_flr
+from recbole_flr.quick_start import prepare, run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
 from recbole_flr.checkpoint import get_rng_state, last_checkpoint_file, set_rng_state
 from recbole_flr.errors import CheckpointError, NonFiniteLossError
 from recbole_flr.trainer import SafeCheckpointMixin
-from recbole_flr.utils import get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SFT improves at every epoch and GRPO at both of its epochs here, so the best model changes after each kill point
@@ -196,11 +192,7 @@ def test_recbole_model_resumes_exactly_and_refuses_another_model(tiny_config_dic
 
 
 def _build(model_name, config_dict):
-    config = Config(model=model_name, dataset="tiny", config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, valid_data, _ = prepare(model_name, "tiny", config_dict=config_dict)
     return config, model, train_data, valid_data
 
 
