@@ -87,6 +87,8 @@ def main():
         load_model_state(model, load_checkpoint(sft_file, map_location=config["device"]), sft_file)
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)
+        grpo_epochs = []
+        trainer.add_callback(lambda event, info: grpo_epochs.append(info["epoch"]) if event == "train_epoch" else None)
         t = time.time()
         trainer.fit(train_data, valid_data, saved=True)
         grpo_time = time.time() - t
@@ -98,7 +100,7 @@ def main():
             "best_valid": float(trainer.best_valid_result[METRIC]),
             "test": float(test[METRIC]),
             "grpo_improved_valid": trainer.grpo_improved,
-            "grpo_epochs_run": trainer._last_epoch - trainer.start_epoch + 1,
+            "grpo_epochs_run": len(grpo_epochs),
             "grpo_seconds": grpo_time,
         })
         print(json.dumps(runs[-1]), flush=True)

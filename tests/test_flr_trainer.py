@@ -82,14 +82,12 @@ def test_grpo_overwrites_the_sft_checkpoint_only_when_it_beats_it(tiny_config_di
 
     monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
     sft_weights = {}
-    real_begin = trainer._begin_grpo
 
-    def begin_grpo(*args):
-        started = real_begin(*args)
-        sft_weights.update(_snapshot(model))  # the best SFT weights, reloaded from the checkpoint
-        return started
+    def at_grpo_start(event, info):
+        if event == "stage" and info["stage"] == "grpo":
+            sft_weights.update(_snapshot(model))  # the best SFT weights, reloaded from the checkpoint
 
-    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    trainer.add_callback(at_grpo_start)
     best_score, _ = trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
     latent_keys = [k for k in checkpoint["state_dict"] if k.startswith("latent.")]
@@ -126,14 +124,12 @@ def test_a_grpo_epoch_that_ties_sft_neither_overwrites_nor_resets_the_counter(ti
 
     monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
     sft_weights = {}
-    real_begin = trainer._begin_grpo
 
-    def begin_grpo(*args):
-        started = real_begin(*args)
-        sft_weights.update(_snapshot(model))
-        return started
+    def at_grpo_start(event, info):
+        if event == "stage" and info["stage"] == "grpo":
+            sft_weights.update(_snapshot(model))
 
-    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    trainer.add_callback(at_grpo_start)
     with caplog.at_level("INFO"):
         trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
@@ -170,8 +166,9 @@ def test_time_budget_and_callbacks_are_public_and_nothing_of_recbole_is_patched(
     trainer.fit(train_data, valid_data, saved=False)
     # each stage: the batch that spends the budget, then validation; then training stops
     assert events == [
-        ("train_epoch", "sft", 1, True), ("valid_epoch", "sft", None, None),
-        ("train_epoch", "grpo", 1, True), ("valid_epoch", "grpo", None, None), ("fit", None, None, None),
+        ("stage", "sft", None, None), ("train_epoch", "sft", 1, True), ("valid_epoch", "sft", None, None),
+        ("stage", "grpo", None, None), ("train_epoch", "grpo", 1, True), ("valid_epoch", "grpo", None, None),
+        ("fit", None, None, None),
     ]  # fmt: skip
     assert trainer.budget_spent
 

@@ -143,18 +143,16 @@ class _Interrupt(Exception):
     pass
 
 
-def test_flr_interrupted_between_sft_and_grpo_starts_grpo_from_the_best_sft_model(tiny_config_dict, tmp_path,
-                                                                                  monkeypatch):
+def test_flr_interrupted_between_sft_and_grpo_starts_grpo_from_the_best_sft_model(tiny_config_dict, tmp_path):
     config = {**_flr_config(tiny_config_dict, tmp_path / "saved"), "grpo_epochs": 1}
     straight = run_recbole_flr("FLR", "tiny", config_dict=config)
 
-    def interrupt(*args, **kwargs):
-        raise _Interrupt
+    def interrupt(event, info):
+        if event == "stage" and info["stage"] == "grpo":  # set up, before its first epoch
+            raise _Interrupt
 
-    with monkeypatch.context() as patch:
-        patch.setattr(FLRTrainer, "_begin_grpo", interrupt)
-        with pytest.raises(_Interrupt):
-            run_recbole_flr("FLR", "tiny", config_dict=config)
+    with pytest.raises(_Interrupt):
+        run_recbole_flr("FLR", "tiny", config_dict=config, callbacks=[interrupt])
     last = max(glob.glob(str(tmp_path / "saved" / "*-last.pth")), key=os.path.getmtime)
     checkpoint = torch.load(last, weights_only=True)
     assert (checkpoint["stage"], checkpoint["epoch"], checkpoint["fit_finished"]) == ("sft", 3, True)

@@ -180,6 +180,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
                     continue
                 resume = None
+                self._emit("stage", stage=stage, start_epoch=self.start_epoch, end_epoch=self.epochs)
                 super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 if stage == "grpo":
                     self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)

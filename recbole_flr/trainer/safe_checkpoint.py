@@ -161,6 +161,8 @@ class SafeCheckpointMixin:
     def add_callback(self, callback):
         r"""Call ``callback(event, info)`` (``info`` a dict) at each of these events:
 
+        - ``"stage"`` (FLRTrainer) when a stage is set up and its first epoch is next (GRPO: on the best SFT weights):
+          ``stage``, ``start_epoch``, ``end_epoch`` (exclusive);
         - ``"train_epoch"`` after each training epoch: ``epoch``, ``stage`` (FLRTrainer's ``sft`` or ``grpo``, else
           None), ``batches`` (trained), ``n_batches`` (in
           the loader), ``samples`` (rows), ``data_s`` (seconds spent waiting for the loader), ``train_s``, ``cut``
