@@ -22,11 +22,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
-from recbole_flr.model import SASRecAllPos  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_keys  # noqa: E402
 
 
@@ -51,9 +49,7 @@ def main():
         config_dict["data_path"] = os.path.abspath(args.data_path)
     config = Config(model="SASRecAllPos", dataset=args.dataset, config_dict=config_dict,
                     config_file_list=[os.path.join(ROOT, "recbole_flr", "properties", "protocol.yaml")])
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = SASRecAllPos(config, train_data._dataset)
+    config, model, _, train_data, _, _ = prepare(config=config)  # SASRecAllPos
     keys = model.training_window_keys
     compact = compact_train_data(train_data, model)
     rows = []

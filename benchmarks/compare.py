@@ -3,7 +3,8 @@
 Every run is one subprocess that calls :func:`recbole_flr.quick_start.run_recbole_flr` (the machinery behind
 ``run_recbole_flr.py``) with ``recbole_flr/properties/protocol.yaml`` (LS valid_and_test, order TO, full ranking,
 Recall/NDCG/MRR/Hit at 5/10/20, selection on valid NDCG@10) plus the dataset's plugin YAML (history length). The
-subprocess only instruments RecBole's trainer (timing, the wall-clock budget); the training itself is unchanged.
+subprocess only listens to the trainer's public hooks (``time_budget`` and ``add_callback``: timing, the wall-clock
+budget); the training itself is unchanged.
 
 Per run it records: test (and best valid) metrics, epochs run and epoch of the best valid score, training time per
 epoch and in total, the share of that time spent waiting for RecBole's data loader, training samples (rows of the
@@ -123,105 +124,28 @@ def _worker(spec_file):
     import torch
 
     torch.set_num_threads(spec["threads"])
-    import recbole.trainer.trainer as recbole_trainer
-
     import recbole_flr.quick_start as quick_start
-    from recbole_flr.utils import get_trainer
 
-    budget = spec["time_budget"]
-    state = {"start": None, "cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False}
+    state = {"cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False}
 
-    def over_budget():
-        return budget and state["start"] is not None and time.time() - state["start"] > budget
+    def record(event, info):
+        r"""The trainer's callback: its epoch, validation and test records, as the run's JSON keeps them."""
+        if event == "train_epoch":
+            state["epochs"].append({k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut",
+                                                         "n_batches", "train_s")})  # fmt: skip
+        elif event == "valid_epoch":
+            state["valid"].append({"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
+                                   "stage": info["stage"], "valid_s": info["valid_s"], "score": info["score"]})
+        elif event == "fit":
+            state.update(fit_s=info["fit_s"], cut=info["budget_spent"], fit_done=True)
+        elif event == "evaluate" and state["fit_done"]:
+            users = getattr(info["eval_data"], "uid_list", None)
+            n = len(users) if users is not None else len(info["eval_data"].dataset)
+            state["test"] = {"users": n, "seconds": info["seconds"]}
 
-    class Budgeted:
-        r"""The train loader, stopped after the batch that spends the budget; times the loader's own work."""
-
-        def __init__(self, loader, record):
-            self.loader, self.record = loader, record
-
-        def __len__(self):
-            return len(self.loader)
-
-        def __getattr__(self, name):
-            return getattr(self.loader, name)
-
-        def __iter__(self):
-            iterator = iter(self.loader)
-            while True:
-                tick = time.time()
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    return
-                self.record["data_s"] += time.time() - tick
-                self.record["batches"] += 1
-                self.record["samples"] += len(batch)
-                yield batch
-                if over_budget():
-                    state["cut"] = True
-                    self.record["cut"] = self.record["batches"] < len(self.loader)
-                    return
-
-    def budgeted(rule):
-        r"""An early-stopping rule that also stops once the budget is spent."""
-
-        def stop_on_budget(*args, **kwargs):
-            best, cur_step, stop, update = rule(*args, **kwargs)
-            return best, cur_step, stop or bool(state["cut"] or over_budget()), update
-
-        return stop_on_budget
-
-    import recbole_flr.trainer.flr_trainer as flr_trainer
-
-    recbole_trainer.early_stopping = budgeted(recbole_trainer.early_stopping)
-    # FLR's stages swap their strict rule into RecBole's trainer during fit: budget that one too
-    flr_trainer.strict_early_stopping = budgeted(flr_trainer.strict_early_stopping)
-
-    def instrumented_get_trainer(model_type, model_name):
-        base = get_trainer(model_type, model_name)
-
-        class Instrumented(base):
-            def fit(self, *args, **kwargs):
-                state["start"] = time.time()
-                try:
-                    return super().fit(*args, **kwargs)
-                finally:
-                    state["fit_s"] = time.time() - state["start"]
-                    state["fit_done"] = True
-
-            def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-                record = {"epoch": epoch_idx, "stage": getattr(self, "stage", "train"), "batches": 0,
-                          "samples": 0, "data_s": 0.0, "cut": False, "n_batches": len(train_data)}
-                tick = time.time()
-                out = super()._train_epoch(Budgeted(train_data, record), epoch_idx, loss_func, show_progress)
-                record["train_s"] = time.time() - tick
-                state["epochs"].append(record)
-                return out
-
-            def _valid_epoch(self, valid_data, show_progress=False):
-                tick = time.time()
-                score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
-                state["valid"].append({"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
-                                       "stage": getattr(self, "stage", "train"), "valid_s": time.time() - tick,
-                                       "score": float(score)})
-                return score, result
-
-            def evaluate(self, eval_data, *args, **kwargs):
-                tick = time.time()
-                result = super().evaluate(eval_data, *args, **kwargs)
-                if state["fit_done"]:
-                    users = getattr(eval_data, "uid_list", None)
-                    n = len(users) if users is not None else len(eval_data._dataset)
-                    state["test"] = {"users": n, "seconds": time.time() - tick}
-                return result
-
-        return Instrumented
-
-    quick_start.get_trainer = instrumented_get_trainer
     result = quick_start.run_recbole_flr(
         spec["model"], spec["dataset"], config_file_list=[os.path.join(ROOT, PROTOCOL)],
-        config_dict=spec["config"], saved=True,
+        config_dict=spec["config"], saved=True, time_budget=spec["time_budget"] or None, callbacks=[record],
     )
     out = {
         "test_result": {k: float(v) for k, v in result["test_result"].items()},
@@ -301,10 +225,14 @@ def run_one(args, model, dataset, seed, variant="default", extra=None, label=Non
     tick, load = time.time(), os.getloadavg()
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_worker", f.name], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, stderr = proc.communicate()  # read stderr first so a chatty child cannot block, then reap it
+    with proc.stderr:
+        stderr = proc.stderr.read()  # read stderr first so a chatty child cannot block, then reap it
+    # reaped with os.wait4, whose rusage is this child's own peak RSS (not the maximum over all children so far)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     row["wall_s"] = time.time() - tick
     row["load_avg_1min"] = {"start": load[0], "end": os.getloadavg()[0]}  # other users of a shared machine
-    row["peak_rss_mb"] = _peak_rss_mb(proc)
+    row["peak_rss_mb"] = usage.ru_maxrss / 1024.0
     if proc.returncode or not os.path.exists(out):
         row["error"] = (stderr or "")[-2000:]
         print(f"[compare]   failed: {row['error'][-500:]}", flush=True)
@@ -314,17 +242,6 @@ def run_one(args, model, dataset, seed, variant="default", extra=None, label=Non
     print(f"[compare]   test ndcg@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}, "
           f"{row['epochs_run']:.2f} epochs, {row['train_s']:.0f} s, cut {row['cut']}", flush=True)
     return row
-
-
-def _peak_rss_mb(proc):
-    # Popen.communicate reaped the child with waitpid; its rusage went into RUSAGE_CHILDREN. The per-child value
-    # is kept on the Popen object by _wait4_rss (see main), else fall back to the maximum over all children so far.
-    rss = getattr(proc, "peak_rss_kb", None)
-    if rss is None:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return rss / 1024.0
 
 
 def _epoch_cost(epochs):
@@ -369,11 +286,9 @@ def step_cost(args, dataset):
     load: ``--step_cost`` steps (forward, backward, Adam) on batches of RecBole's train loader, after one warm-up
     step, plus the loader's own time per batch. An epoch's cost is the median step times the loader's length."""
     import torch
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
 
     from recbole_flr.config import Config
-    from recbole_flr.utils import get_model
+    from recbole_flr.quick_start import prepare
 
     torch.set_num_threads(args.threads)
     out = []
@@ -383,10 +298,7 @@ def step_cost(args, dataset):
             config_dict.update({"gpu_id": "" if not torch.cuda.is_available() else config_dict.get("gpu_id", 0)})
             config = Config(model=model_name, dataset=dataset, config_file_list=[os.path.join(ROOT, PROTOCOL)],
                             config_dict=config_dict)
-            init_seed(config["seed"], config["reproducibility"])
-            train_data, _, _ = data_preparation(config, create_dataset(config))
-            init_seed(config["seed"], config["reproducibility"])
-            model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+            config, model, _, train_data, _, _ = prepare(config=config)
             optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
             model.train()
             iterator, batches, tick = iter(train_data), [], time.time()
@@ -654,22 +566,6 @@ def machine_info(threads):
 
 
 # ----------------------------------------------------------------------------------------------- main
-def _patch_popen_rusage():
-    r"""Make Popen reap its child with ``os.wait4`` so each run's own peak RSS is known (not the max of all)."""
-    original = subprocess.Popen._try_wait
-
-    def _try_wait(self, wait_flags):
-        try:
-            pid, status, usage = os.wait4(self.pid, wait_flags)
-        except ChildProcessError:
-            return original(self, wait_flags)
-        if pid == self.pid:
-            self.peak_rss_kb = usage.ru_maxrss
-        return pid, status
-
-    subprocess.Popen._try_wait = _try_wait
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -716,7 +612,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args._worker:
         return _worker(args._worker)
-    _patch_popen_rusage()
     for dataset in args.datasets:
         if args.step_cost:
             step_cost(args, dataset)

@@ -30,12 +30,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole  # noqa: E402
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
+from recbole.utils import init_logger  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
-from recbole_flr.utils import get_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -126,17 +125,14 @@ def main():
     if args.dataset == "ml-100k":
         config_dict["load_col"] = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title"]}
     config = Config(model="FLR", dataset=args.dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, _, _ = prepare(config=config)
     sft = FLRTrainer(config, model)
     sft.stage = "sft"
     grpo = FLRTrainer(config, copy.deepcopy(model))
     if args.decode == "parallel":
         grpo.model.decode = parallel_decode(grpo.model)
-    grpo._begin_grpo(None, False, False, False)  # GRPO from the same weights, no validation bar: cost only
+    grpo.begin_grpo()  # GRPO from the same weights, no validation bar: cost only
     for trainer in (sft, grpo):  # warm-up (allocator, first-call overheads)
         time_batches(trainer, train_data, 1)
     # SFT and GRPO alternate round by round, so that a busy shared machine slows both alike

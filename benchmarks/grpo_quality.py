@@ -25,13 +25,12 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole  # noqa: E402
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
+from recbole.utils import init_logger  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
-from recbole_flr.trainer.compat import load_checkpoint, load_model_state  # noqa: E402
-from recbole_flr.utils import get_model  # noqa: E402
+from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC = "ndcg@10"
@@ -39,11 +38,8 @@ METRIC = "ndcg@10"
 
 def build(config_dict):
     config = Config(model="FLR", dataset=config_dict["dataset"], config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, valid_data, test_data = prepare(config=config)
     return config, model, train_data, valid_data, test_data
 
 
@@ -91,6 +87,8 @@ def main():
         load_model_state(model, load_checkpoint(sft_file, map_location=config["device"]), sft_file)
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)
+        grpo_epochs = []
+        trainer.add_callback(lambda event, info: grpo_epochs.append(info["epoch"]) if event == "train_epoch" else None)
         t = time.time()
         trainer.fit(train_data, valid_data, saved=True)
         grpo_time = time.time() - t
@@ -102,7 +100,7 @@ def main():
             "best_valid": float(trainer.best_valid_result[METRIC]),
             "test": float(test[METRIC]),
             "grpo_improved_valid": trainer.grpo_improved,
-            "grpo_epochs_run": trainer._last_epoch - trainer.start_epoch + 1,
+            "grpo_epochs_run": len(grpo_epochs),
             "grpo_seconds": grpo_time,
         })
         print(json.dumps(runs[-1]), flush=True)

@@ -24,11 +24,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
 
 from recbole_flr.config import Config  # noqa: E402
-from recbole_flr.utils import get_model  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 
 #: (label, model, extra config, methods to time: attribute path -> part name)
 SPECS = [
@@ -62,10 +60,7 @@ def profile(label, model_name, extra, parts, args):
     config = Config(model=model_name, dataset=args.dataset, config_file_list=[os.path.join(ROOT, "recbole_flr/properties/protocol.yaml")],
                     config_dict={"data_path": args.data_path, "gpu_id": "", "show_progress": False, "state": "WARNING",
                                  "checkpoint_dir": os.path.join(ROOT, "benchmarks", "scratch", "saved"), **extra})
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset)
+    config, model, _, train_data, _, _ = prepare(config=config)
     record = {}
     for path, part in parts.items():
         owner, name = model, path

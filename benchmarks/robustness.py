@@ -97,7 +97,7 @@ def train(model, args, workdir):
 def evaluate(model_file, args):
     from recbole_flr.quick_start import load_data_and_model
     from recbole_flr.robustness import CORRUPTIONS, evaluate_corrupted
-    from recbole_flr.trainer.compat import load_checkpoint
+    from recbole_flr.checkpoint import load_checkpoint
 
     import torch
 

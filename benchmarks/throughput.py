@@ -40,7 +40,6 @@ import string
 import sys
 import tempfile
 import time
-import types
 
 import torch
 
@@ -135,17 +134,11 @@ def build_flr(args, device, dtype, n_items):
 
 
 def grpo_loss_fn(model, config):
-    r"""FLRTrainer's GRPO loss as the trainer runs it, on a stand-in holding the trainer's GRPO settings (a real
-    trainer would also open a checkpoint folder and a TensorBoard writer)."""
-    from recbole_flr.trainer.flr_trainer import FLRTrainer
+    r"""FLRTrainer's GRPO loss as the trainer runs it (:meth:`FLRTrainer.grpo_loss`), without the KL reference."""
+    from recbole_flr.trainer import FLRTrainer
 
-    trainer = types.SimpleNamespace(
-        model=model, grpo_num_generations=config["grpo_num_generations"], grpo_noise_std=config["grpo_noise_std"],
-        grpo_noise_free_first=config["grpo_noise_free_first"], grpo_reward=config["grpo_reward"],
-        grpo_surrogate=config["grpo_surrogate"], grpo_epsilon=config["grpo_epsilon"],
-        grpo_epsilon_high=config["grpo_epsilon_high"], grpo_beta=0.0, _reference=None, _grpo_stats=None,
-    )  # fmt: skip
-    return lambda interaction: FLRTrainer._grpo_loss(trainer, interaction)
+    config["grpo_beta"] = 0.0
+    return FLRTrainer(config, model).grpo_loss
 
 
 def synthetic_batch(model, batch, length, n_items, device):

@@ -17,6 +17,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_flr.checkpoint import plain_config
 from recbole_flr.errors import UserFileNotFoundError, UserInputError
 from recbole_flr.utils import get_model, numpy_compat
 
@@ -137,31 +138,12 @@ class Config(RecBoleConfig):
             config["state"], config["show_progress"], config["verbose"] = "error", False, False
 
     def to_plain_dict(self):
-        r"""What rebuilds this config: the user's external settings plus model and dataset, as plain data.
-
-        A checkpoint stores this instead of the pickled Config, so it loads with ``torch.load(weights_only=True)``;
-        ``Config(config_dict=plain)`` then recomputes every derived key (device, data_path, eval settings).
+        r"""What rebuilds this config, as plain data: :func:`recbole_flr.checkpoint.plain_config`.
 
         Returns:
             dict: plain YAML-like data (str, int, float, bool, None, list, dict).
         """
-        plain = _to_plain(self.external_config_dict)
-        plain["model"], plain["dataset"] = self.model, self.dataset
-        # absolute, so that a checkpoint reloads from any working directory
-        plain["data_path"] = os.path.dirname(os.path.abspath(self.final_config_dict["data_path"]))
-        for key in ("local_rank", "world_size", "nproc", "offset", "ip", "port"):  # a reload is one process
-            plain.pop(key, None)
-        return plain
-
-
-def _to_plain(value):
-    if isinstance(value, dict):
-        return {str(key): _to_plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(item) for item in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+        return plain_config(self)
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -336,14 +318,28 @@ def check_valid_metric(config):
         )
 
 
+TRAIN_STAGES = (["sft"], ["grpo"], ["sft", "grpo"])
+
+
+def read_train_stages(value):
+    r"""FLR's ``train_stages`` as a list, from YAML or from ``--train_stages=[sft,grpo]`` (a string RecBole cannot
+    eval). Raises :class:`~recbole_flr.errors.UserInputError` naming the legal lists."""
+    legal = [list(stages) for stages in TRAIN_STAGES]
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, (list, tuple)) or list(value) not in legal:
+        raise UserInputError(
+            f"train_stages must be a list of stages in order, each at most once: one of {legal}; got {value!r}."
+        )
+    return list(value)
+
+
 def check_stages(config):
     r"""FLR: refuse a GRPO stage that would start from an untrained model (``train_stages: [grpo]``, or ``epochs: 0``
     before it) unless ``resume_from`` names the checkpoint to start from."""
     if config["train_stages"] is None or "grpo_epochs" not in config.final_config_dict:
         return
-    from recbole_flr.trainer.flr_trainer import FLRTrainer
-
-    stages = FLRTrainer._read_stages(config["train_stages"])
+    stages = read_train_stages(config["train_stages"])
     if "grpo" not in stages or not config["grpo_epochs"] or config["resume_from"]:
         return
     if "sft" not in stages:
@@ -370,9 +366,7 @@ def training_plan(config):
     r"""One line saying how many epochs each stage runs at most, and what stops it early."""
     valid = f"valid {config['valid_metric']}"
     if "grpo_epochs" in config.final_config_dict and config["train_stages"] is not None:
-        from recbole_flr.trainer.flr_trainer import FLRTrainer
-
-        stages = FLRTrainer._read_stages(config["train_stages"])
+        stages = read_train_stages(config["train_stages"])
         parts = []
         if "sft" in stages:
             parts.append(f"SFT up to {config['epochs']} epochs (epochs; stops after {config['stopping_step']} "

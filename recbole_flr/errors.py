@@ -22,6 +22,11 @@ class UserFileNotFoundError(UserInputError, FileNotFoundError):
     r"""A file the user named (a config file, ...) that does not exist; also a ``FileNotFoundError``."""
 
 
+class NonFiniteLossError(UserInputError):
+    r"""A NaN or infinite training loss; the message names the stage, epoch and batch (a ValueError, as RecBole's).
+    Reported like a user error: the usual cause is a setting (learning rate, loss weights)."""
+
+
 class CheckpointError(RuntimeError):
     r"""A checkpoint file that cannot be read, or that belongs to another model."""
 

@@ -20,10 +20,10 @@ import torch.distributed as dist
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import compact_train_data
-from recbole_flr.trainer.compat import load_checkpoint, load_model_state
 from recbole_flr.utils import ensure_dataset, get_model, get_trainer, load_dataset
 
 
@@ -73,7 +73,10 @@ def _check_nproc(nproc, gpu_id):
         raise UserInputError(f"--nproc={nproc} is not in [1, {available}]: this machine has {available} {kind}.")
 
 
-def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+def run_recbole_flr(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, time_budget=None,
+    callbacks=(),
+):
     r"""Train, validate and test a model: the plugin's counterpart of ``recbole.quick_start.run_recbole``.
 
     Args:
@@ -85,6 +88,10 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
             same settings; the best model keeps the interrupted run's file.
         saved (bool, optional): whether to save the best model and test it. Defaults to ``True``.
         queue (torch.multiprocessing.Queue, optional): where rank 0 puts the result when spawned.
+        time_budget (float, optional): seconds of training after which the trainer stops at the end of the batch
+            that spends them (the epoch is validated as usual); the trainer's ``time_budget``. None: no limit.
+        callbacks (sequence, optional): functions ``callback(event, info)`` given to the trainer's ``add_callback``
+            (epochs, validations, evaluations, the end of ``fit``).
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
@@ -102,17 +109,17 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(sys.argv)
     logger.info(config)
 
-    ensure_dataset(config)
-    dataset = load_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    _, model, _, train_data, valid_data, test_data = prepare(config=config, log=True)
     logger.info(model)
     train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if time_budget or callbacks:
+        if not hasattr(trainer, "add_callback"):
+            raise UserInputError(f"{type(trainer).__name__} (RecBole's trainer of {model}) has no budget or callbacks.")
+        trainer.time_budget = time_budget
+        for callback in callbacks:
+            trainer.add_callback(callback)
     if saved and hasattr(trainer, "last_model_file"):
         logger.info(
             f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "
@@ -140,6 +147,36 @@ def run_recbole_flr(model=None, dataset=None, config_file_list=None, config_dict
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, config=None, log=False):
+    r"""Build what a run trains and tests, in RecBole's quick-start order: the config, the seed, the dataset (downloaded
+    if it is one of RecBole's and missing), the dataloaders, the seed again (plus ``local_rank``), then the model on
+    the config's device. :func:`run_recbole_flr`, :func:`load_data_and_model`, the tests and the benchmarks all build
+    through here.
+
+    Args:
+        model (str, optional): model name (``FLR``, or any RecBole model).
+        dataset (str, optional): dataset name.
+        config_file_list (list, optional): YAML files.
+        config_dict (dict, optional): parameters, overriding the YAML files.
+        config (Config, optional): an existing config; the four arguments above are then ignored.
+        log (bool): log the dataset through RecBole's logger (``init_logger`` first).
+
+    Returns:
+        tuple: (config, model, dataset, train_data, valid_data, test_data); the model is freshly initialised.
+    """
+    if config is None:
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    ensure_dataset(config)
+    dataset = load_dataset(config)
+    if log:
+        getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    return config, model, dataset, train_data, valid_data, test_data
 
 
 def run_recbole_flrs(rank, *args):
@@ -172,18 +209,9 @@ def load_data_and_model(model_file, weights_only=True):
             config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
         finally:
             sys.argv = argv
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
-    ensure_dataset(config)
-    dataset = load_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    getLogger().info(config)
+    _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)
     load_model_state(model, checkpoint, model_file)
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data

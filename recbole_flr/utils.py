@@ -101,7 +101,8 @@ def get_model(model_name):
 
 def get_trainer(model_type, model_name):
     r"""Find a trainer class: ``recbole_flr.trainer.<model_name>Trainer`` first, else RecBole's trainer for the
-    model, given weights-only-loadable, atomic checkpoints (:class:`~recbole_flr.trainer.compat.SafeCheckpointMixin`).
+    model, given weights-only-loadable, atomic checkpoints
+    (:class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin`).
 
     Args:
         model_type (ModelType): the model's type.
@@ -120,7 +121,7 @@ def get_trainer(model_type, model_name):
 def _with_safe_checkpoints(trainer_class):
     from recbole.trainer import Trainer
 
-    from recbole_flr.trainer.compat import SafeCheckpointMixin
+    SafeCheckpointMixin = importlib.import_module("recbole_flr.trainer").SafeCheckpointMixin
 
     if not issubclass(trainer_class, Trainer):
         return trainer_class  # e.g. DecisionTreeTrainer: its own checkpoint format, left as RecBole wrote it

@@ -116,15 +116,7 @@ def tiny_llm_dir(tmp_path_factory):
 
 def build_flr(config_dict, **overrides):
     r"""(model, train_data, dataset) for FLR on ``tiny`` with ``overrides``, as RecBole's quick start builds them."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from recbole_flr import prepare
 
-    from recbole_flr import Config
-    from recbole_flr.model import FLR
-
-    config = Config(model="FLR", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return FLR(config, train_data._dataset), train_data, dataset
+    _, model, dataset, train_data, _, _ = prepare("FLR", "tiny", config_dict=dict(config_dict, **overrides))
+    return model, train_data, dataset

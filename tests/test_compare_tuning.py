@@ -85,3 +85,45 @@ def test_jobs_below_one_is_refused_with_the_option(compare, capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--jobs", "0"])
     assert "--jobs 0: it must be at least 1" in capsys.readouterr().err
+
+
+def test_a_budgeted_run_stops_after_the_batch_that_spends_the_budget(compare, tiny_dataset_dir, tmp_path):
+    r"""The worker's budget (through the trainer's public time_budget and callbacks, nothing patched): the epoch that
+    spends it ends after that batch and is validated, a stage that begins after it runs one batch, and training stops;
+    an unbudgeted baseline runs all its epochs."""
+    import json
+
+    import recbole.trainer.trainer as recbole_trainer
+    from recbole.utils import early_stopping
+
+    from conftest import tiny_settings
+
+    runs = {}
+    for model, budget, extra in [
+        ("FLR", 1e-9, {"epochs": 3, "train_stages": ["sft", "grpo"], "grpo_epochs": 2, "grpo_num_generations": 4,
+                       "train_batch_size": 16}),
+        ("SASRec", 0, {"epochs": 2}),
+    ]:  # fmt: skip
+        config = tiny_settings(str(tmp_path), **extra)
+        for key in ("metrics", "topk"):  # the protocol's
+            config.pop(key)
+        spec = str(tmp_path / f"{model}.json")
+        with open(spec, "w") as f:
+            json.dump({"model": model, "dataset": "tiny", "threads": 1, "time_budget": budget, "config": config,
+                       "out": spec + "-out"}, f)  # fmt: skip
+        compare._worker(spec)
+        with open(spec + "-out") as f:
+            runs[model] = json.load(f)
+    assert recbole_trainer.early_stopping is early_stopping  # RecBole's module is untouched
+
+    flr = runs["FLR"]
+    assert flr["cut"] and [(e["stage"], e["batches"], e["cut"]) for e in flr["epochs"]] == [
+        ("sft", 1, True), ("grpo", 1, True)
+    ]
+    assert [(v["epoch"], v["stage"]) for v in flr["valid"]] == [(0, "sft"), (1, "grpo")]
+    assert flr["test"]["users"] == 40 and flr["fit_s"] > 0
+
+    sasrec = runs["SASRec"]
+    assert not sasrec["cut"] and [e["epoch"] for e in sasrec["epochs"]] == [0, 1]
+    assert all(e["batches"] == e["n_batches"] and e["stage"] is None for e in sasrec["epochs"])
+    assert len(sasrec["valid"]) == 2 and sasrec["test"]["users"] == 40

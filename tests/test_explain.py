@@ -29,8 +29,10 @@ def checkpoints(tmp_path_factory):
         patch.chdir(folder)
         settings = explain_settings(folder)
         flr = run_recbole_flr("FLR", "tiny", config_dict=settings)["saved_model_file"]
+        noreg = dict(settings, lambda_orth=0.0, lambda_div=0.0, lambda_sparse=0.0)
+        flr_noreg = run_recbole_flr("FLR", "tiny", config_dict=noreg)["saved_model_file"]
         sasrec = run_recbole_flr("SASRec", "tiny", config_dict=settings)["saved_model_file"]
-        yield {"FLR": flr, "SASRec": sasrec, "folder": folder}
+        yield {"FLR": flr, "FLR-noreg": flr_noreg, "SASRec": sasrec, "folder": folder}
 
 
 def explain(*argv):
@@ -72,11 +74,14 @@ def test_exclude_history_never_recommends_a_history_item(checkpoints, tmp_path):
 
 
 def test_summary_with_comparison(checkpoints, tmp_path):
-    explain("--model_file", checkpoints["FLR"], "--summary", "--compare", checkpoints["FLR"], "--feature", "title",
-            "--output_dir", tmp_path, "--name", "factors")  # fmt: skip
+    explain("--model_file", checkpoints["FLR"], "--summary", "--compare", checkpoints["FLR-noreg"], "--feature",
+            "title", "--output_dir", tmp_path, "--name", "factors")  # fmt: skip
     assert imread(str(tmp_path / "factors.png")).ndim == 3
     summary = json.loads((tmp_path / "factors.json").read_text())
-    assert len(summary["models"]) == 2
+    on, off = summary["models"].values()  # in the order given: --model_file, then --compare
+    assert on["model_file"] == checkpoints["FLR"] and off["model_file"] == checkpoints["FLR-noreg"]
+    assert list(summary["models"])[1] == "regularisers off" and list(summary["models"])[0].startswith("regularisers on")
+    assert on["lambda"] != off["lambda"] and on["gate"] != off["gate"]  # two models, not one twice
     for model in summary["models"].values():
         assert model["n_histories"] == 40
         assert sum(model["gate"]) == pytest.approx(1.0, abs=1e-5)
@@ -93,7 +98,10 @@ def test_unknown_user_is_a_one_line_error(checkpoints, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         explain("--model_file", checkpoints["FLR"], "--user_id", "no-such-user", "--output", tmp_path / "x.png")
     message = str(exit_info.value.code)
-    assert "'no-such-user'" in message and "valid ids look like: 1, 2" in message and "Traceback" not in message
+    assert "'no-such-user'" in message and "valid ids look like: 1, 2" in message
+    # the plugin's one-line report of a user error, not another exception's text
+    first, *rest = message.splitlines()
+    assert first.startswith("recbole_flr: error: ") and rest == ["(set RECBOLE_FLR_TRACEBACK=1 to see the traceback)"]
     assert not (tmp_path / "x.png").exists()
 
 

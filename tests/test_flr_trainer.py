@@ -4,24 +4,18 @@ import math
 import socket
 
 import pytest
+import recbole.trainer.trainer as recbole_trainer
 import torch
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
+from recbole.utils import early_stopping
 
-from recbole_flr.config import Config
-from recbole_flr.quick_start import load_data_and_model, run, run_recbole_flr
+from recbole_flr.quick_start import load_data_and_model, prepare, run, run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
-from recbole_flr.utils import get_model
 
 FAST = {"grpo_num_generations": 4, "grpo_epochs": 1, "grpo_learning_rate": 0.01}
 
 
 def _build(config_dict):
-    config = Config(model="FLR", dataset="tiny", config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("FLR")(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, valid_data, test_data = prepare("FLR", "tiny", config_dict=config_dict)
     return config, model, train_data, valid_data, test_data
 
 
@@ -61,8 +55,8 @@ def test_grpo_with_trainable_latent_changes_only_the_latent_module(tiny_config_d
     trainer = FLRTrainer(config, model)
     before = _snapshot(model)
     requires_grad_before = {n: p.requires_grad for n, p in model.named_parameters()}
-    trainer.fit(train_data, None, saved=False)  # no validation: GRPO's last weights are kept
-    assert trainer.grpo_improved
+    trainer.fit(train_data, None, saved=False)  # no validation: no verdict, GRPO's last weights are kept
+    assert trainer.grpo_improved is None
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and all(n.startswith("latent.") for n in changed), changed
     assert torch.equal(model.item_embedding.weight, before["item_embedding.weight"])
@@ -88,14 +82,12 @@ def test_grpo_overwrites_the_sft_checkpoint_only_when_it_beats_it(tiny_config_di
 
     monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
     sft_weights = {}
-    real_begin = trainer._begin_grpo
 
-    def begin_grpo(*args):
-        started = real_begin(*args)
-        sft_weights.update(_snapshot(model))  # the best SFT weights, reloaded from the checkpoint
-        return started
+    def at_grpo_start(event, info):
+        if event == "stage" and info["stage"] == "grpo":
+            sft_weights.update(_snapshot(model))  # the best SFT weights, reloaded from the checkpoint
 
-    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    trainer.add_callback(at_grpo_start)
     best_score, _ = trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
     latent_keys = [k for k in checkpoint["state_dict"] if k.startswith("latent.")]
@@ -132,14 +124,12 @@ def test_a_grpo_epoch_that_ties_sft_neither_overwrites_nor_resets_the_counter(ti
 
     monkeypatch.setattr(trainer, "_valid_epoch", valid_epoch)
     sft_weights = {}
-    real_begin = trainer._begin_grpo
 
-    def begin_grpo(*args):
-        started = real_begin(*args)
-        sft_weights.update(_snapshot(model))
-        return started
+    def at_grpo_start(event, info):
+        if event == "stage" and info["stage"] == "grpo":
+            sft_weights.update(_snapshot(model))
 
-    monkeypatch.setattr(trainer, "_begin_grpo", begin_grpo)
+    trainer.add_callback(at_grpo_start)
     with caplog.at_level("INFO"):
         trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=True)
@@ -161,19 +151,49 @@ def test_sft_ties_keep_the_earlier_checkpoint_too(tiny_config_dict, monkeypatch)
     assert checkpoint["epoch"] == 0 and trainer.cur_step == 2
 
 
+def test_time_budget_and_callbacks_are_public_and_nothing_of_recbole_is_patched(tiny_config_dict):
+    config, model, train_data, valid_data, _ = _build({**tiny_config_dict, **FAST, "epochs": 3, "grpo_epochs": 2})
+    trainer = FLRTrainer(config, model)
+    events = []
+
+    def callback(event, info):
+        assert recbole_trainer.early_stopping is early_stopping  # the strict rule is the trainer's own method
+        if event != "evaluate":  # every evaluation, validations included
+            events.append((event, info.get("stage"), info.get("batches"), info.get("cut")))
+
+    trainer.add_callback(callback)
+    trainer.time_budget = 1e-9  # spent by the first batch
+    trainer.fit(train_data, valid_data, saved=False)
+    # each stage: the batch that spends the budget, then validation; then training stops
+    assert events == [
+        ("stage", "sft", None, None), ("train_epoch", "sft", 1, True), ("valid_epoch", "sft", None, None),
+        ("stage", "grpo", None, None), ("train_epoch", "grpo", 1, True), ("valid_epoch", "grpo", None, None),
+        ("fit", None, None, None),
+    ]  # fmt: skip
+    assert trainer.budget_spent
+
+
+def test_time_budget_of_a_recbole_trainer_through_run_recbole_flr(tiny_config_dict):
+    events = []
+    result = run_recbole_flr("SASRec", "tiny", config_dict={**tiny_config_dict, "epochs": 3}, time_budget=1e-9,
+                             callbacks=[lambda event, info: events.append((event, info.get("batches")))])
+    assert [e for e in events if e[0] != "evaluate"] == [("train_epoch", 1), ("valid_epoch", None), ("fit", None)]
+    assert events[-1] == ("evaluate", None) and math.isfinite(result["test_result"]["ndcg@10"])
+
+
 def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
     config, model, train_data, valid_data, _ = _build(
         {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_beta": 0.5, "grpo_learning_rate": 0.05}
     )
     trainer = FLRTrainer(config, model)
-    assert trainer._begin_grpo(None, False, False, False)
+    assert trainer.begin_grpo()
     batch = next(iter(train_data)).to(config["device"])
-    losses = trainer._grpo_loss(batch)
+    losses = trainer.grpo_loss(batch)
     assert len(losses) == 5 and losses[1].item() == 0.0  # policy == reference: k3 KL exactly 0
     sum(losses).backward()
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
-    assert trainer._grpo_loss(batch)[1].item() > 0.0
+    assert trainer.grpo_loss(batch)[1].item() > 0.0
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,70 @@ def test_regularisers_have_finite_gradients_at_the_extremes():
     attention = logits.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
     (sparsity_loss(attention, mask) + diversity_loss(attention)).backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def _reference(module, hidden, mask, start, target_norm):
+    r"""The class docstring's equations, one history, one factor and one step at a time (slow, plain): for t = 1..T,
+    q_k = W_k (z + c_k) + b_k, a_k = softmax over the real positions of q_k . K(h_j) / sqrt(D), f_k = sum_j a_kj V(h_j),
+    beta = softmax_k(g([z; f_k])), z = LayerNorm(z + sum_k beta_k f_k); r = W_o z_T scaled to ``target_norm``; the
+    per-factor thoughts of the last step W_o LayerNorm(z_{T-1} + f_k), scaled alike."""
+    results = []
+    for b in range(hidden.size(0)):
+        real = [j for j in range(hidden.size(1)) if mask[b, j]]
+        keys = [module.key(hidden[b, j]) for j in real]
+        values = [module.value(hidden[b, j]) for j in real]
+        z, gates = start[b], []
+        for _ in range(module.latent_steps):
+            factors, scores = [], []
+            attention = torch.zeros(module.n_factors, hidden.size(1), dtype=hidden.dtype)
+            for k in range(module.n_factors):
+                query = module.query_weight[k] @ (z + module.factor_embedding[k]) + module.query_bias[k]
+                logits = torch.stack([query @ key for key in keys]) / math.sqrt(module.hidden_size)
+                weights = torch.softmax(logits, dim=0)
+                attention[k, real] = weights
+                factors.append(sum(w * v for w, v in zip(weights, values)))
+                scores.append(module.gate(torch.cat([z, factors[k]])).squeeze())
+            beta = torch.softmax(torch.stack(scores), dim=0)
+            z_prev, z = z, module.norm(z + sum(beta[k] * factors[k] for k in range(module.n_factors)))
+            gates.append(beta)
+
+        def scaled(vector):
+            out = module.output(vector)
+            return out * target_norm[b] / out.norm()
+
+        per_factor = torch.stack([scaled(module.norm(z_prev + f)) for f in factors])
+        results.append((scaled(z), torch.stack(factors), attention, torch.stack(gates), per_factor, z))
+    return [torch.stack(parts) for parts in zip(*results)]
+
+
+def test_fused_refinement_equals_the_plain_equations():
+    hidden, mask, start, norm = (x.double() if x.is_floating_point() else x for x in _inputs())
+    module = _module().double()
+    with torch.no_grad():
+        thought, factors, attention, gates, per_factor, z_last = _reference(module, hidden, mask, start, norm)
+        out = module(hidden, mask, start, norm, per_factor=True)
+        raw = module(hidden, mask, start, norm, raw=True)
+    torch.testing.assert_close(out.thought, thought)
+    torch.testing.assert_close(out.factors, factors)
+    torch.testing.assert_close(out.attention, attention)
+    torch.testing.assert_close(out.all_gates, gates)
+    torch.testing.assert_close(out.factor_thoughts, per_factor)
+    torch.testing.assert_close(raw.thought, z_last)
+
+
+def test_fused_refinement_at_every_position_equals_the_plain_equations_on_each_prefix():
+    hidden, mask, _, _ = (x.double() if x.is_floating_point() else x for x in _inputs(lengths=(6, 4)))
+    norm = torch.tensor([[1.0, 2.0, 0.5, 1.5, 1.0, 3.0], [2.0, 1.0, 1.0, 0.5, 1.0, 1.0]], dtype=torch.float64)
+    module = _module().double()
+    with torch.no_grad():
+        out = module.forward_positions(hidden, mask, norm)
+        for t in range(L):
+            prefix = mask & (torch.arange(L)[None] <= t)
+            rows = [b for b in range(2) if mask[b, t]]  # a padded position's thought is never used
+            thought, factors, attention, gates, _, _ = _reference(
+                module, hidden[rows], prefix[rows], hidden[rows, t], norm[rows, t]
+            )
+            torch.testing.assert_close(out.thought[rows, t], thought)
+            torch.testing.assert_close(out.factors[rows, t], factors)
+            torch.testing.assert_close(out.attention[rows, t], attention)
+            torch.testing.assert_close(out.all_gates[rows, t], gates)

@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from recbole_flr import Config, load_data_and_model, run_recbole_flr
-from recbole_flr.trainer.compat import CheckpointError, SafeCheckpointMixin, load_checkpoint
+from recbole_flr import Config, load_data_and_model, prepare, run_recbole_flr
+from recbole_flr.checkpoint import load_checkpoint
+from recbole_flr.errors import CheckpointError
+from recbole_flr.trainer import SafeCheckpointMixin
 from recbole_flr.utils import DatasetNotFoundError, get_model, get_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +97,53 @@ def test_trainer_lookup_prefers_plugin_then_wraps_recbole():
     assert sasrec_trainer is get_trainer(ModelType.SEQUENTIAL, "SASRec")  # one class, not one per call
 
 
+# The package's floors, bottom first: a module imports only from its own floor or below (no import loop, no upward
+# arrow). recbole_flr.utils finds models and trainers by name with importlib, as RecBole's own lookups do.
+FLOORS = [
+    ("errors", "checkpoint"),
+    ("utils",),
+    ("config",),
+    ("model",),
+    ("trainer",),
+    ("quick_start", "robustness"),
+    ("explain",),
+    ("__init__",),
+]
+
+
+def _floor(module):
+    parts = module.split(".")[1:] or ["__init__"]
+    if parts == ["__init__"]:
+        return len(FLOORS) - 1
+    return next(i for i, names in enumerate(FLOORS) if parts[0] in names)
+
+
+def test_package_imports_only_downward():
+    import ast
+
+    root = os.path.join(REPO, "recbole_flr")
+    upward = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            module = "recbole_flr." + os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+            module = module.removesuffix(".__init__")
+            if module == "recbole_flr.trainer.compat":
+                continue  # old import paths re-exported for users; nothing in the package imports it
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                targets = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                if isinstance(node, ast.Import):
+                    targets = [alias.name for alias in node.names]
+                for target in targets:
+                    if target.startswith("recbole_flr") and target != module and _floor(target) > _floor(module):
+                        upward.append(f"{module} -> {target}")
+    assert not upward, upward
+
+
 # --- runs and checkpoints --------------------------------------------------------------------------------------------
 
 
@@ -133,11 +182,7 @@ def test_load_data_and_model_rebuilds_the_trained_model(sasrec_run):
 
 
 def test_two_trainers_started_together_never_share_a_checkpoint(tiny_config_dict):
-    from recbole.data import create_dataset, data_preparation
-
-    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config_dict)
-    train_data = data_preparation(config, create_dataset(config))[0]
-    model = get_model("SASRec")(config, train_data._dataset)
+    config, model, *_ = prepare("SASRec", "tiny", config_dict=tiny_config_dict)
     trainer_class = get_trainer(config["MODEL_TYPE"], "SASRec")
     assert trainer_class(config, model).saved_model_file != trainer_class(config, model).saved_model_file
 

@@ -13,21 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_seed
 
-from recbole_flr.config import Config
-from recbole_flr.quick_start import run_recbole_flr
+from recbole_flr.quick_start import prepare, run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
-from recbole_flr.trainer.compat import (
-    CheckpointError,
-    NonFiniteLossError,
-    SafeCheckpointMixin,
-    get_rng_state,
-    last_checkpoint_file,
-    set_rng_state,
-)
-from recbole_flr.utils import get_model
+from recbole_flr.checkpoint import get_rng_state, last_checkpoint_file, set_rng_state
+from recbole_flr.errors import CheckpointError, NonFiniteLossError
+from recbole_flr.trainer import SafeCheckpointMixin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SFT improves at every epoch and GRPO at both of its epochs here, so the best model changes after each kill point
@@ -43,7 +34,7 @@ CHILD = r"""
 import os, runpy, sys, time
 import torch
 torch.set_num_threads(1)
-from recbole_flr.trainer.compat import SafeCheckpointMixin
+from recbole_flr.trainer import SafeCheckpointMixin
 stage, epoch = os.environ["PAUSE_AT"].split(":")
 real = SafeCheckpointMixin._check_nan
 def check_nan(self, loss):
@@ -152,18 +143,16 @@ class _Interrupt(Exception):
     pass
 
 
-def test_flr_interrupted_between_sft_and_grpo_starts_grpo_from_the_best_sft_model(tiny_config_dict, tmp_path,
-                                                                                  monkeypatch):
+def test_flr_interrupted_between_sft_and_grpo_starts_grpo_from_the_best_sft_model(tiny_config_dict, tmp_path):
     config = {**_flr_config(tiny_config_dict, tmp_path / "saved"), "grpo_epochs": 1}
     straight = run_recbole_flr("FLR", "tiny", config_dict=config)
 
-    def interrupt(*args, **kwargs):
-        raise _Interrupt
+    def interrupt(event, info):
+        if event == "stage" and info["stage"] == "grpo":  # set up, before its first epoch
+            raise _Interrupt
 
-    with monkeypatch.context() as patch:
-        patch.setattr(FLRTrainer, "_begin_grpo", interrupt)
-        with pytest.raises(_Interrupt):
-            run_recbole_flr("FLR", "tiny", config_dict=config)
+    with pytest.raises(_Interrupt):
+        run_recbole_flr("FLR", "tiny", config_dict=config, callbacks=[interrupt])
     last = max(glob.glob(str(tmp_path / "saved" / "*-last.pth")), key=os.path.getmtime)
     checkpoint = torch.load(last, weights_only=True)
     assert (checkpoint["stage"], checkpoint["epoch"], checkpoint["fit_finished"]) == ("sft", 3, True)
@@ -201,11 +190,7 @@ def test_recbole_model_resumes_exactly_and_refuses_another_model(tiny_config_dic
 
 
 def _build(model_name, config_dict):
-    config = Config(model=model_name, dataset="tiny", config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    config, model, _, train_data, valid_data, _ = prepare(model_name, "tiny", config_dict=config_dict)
     return config, model, train_data, valid_data
 
 

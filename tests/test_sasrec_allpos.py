@@ -14,16 +14,10 @@ from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_k
 
 
 def build(config_dict, **overrides):
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from recbole_flr import prepare
 
-    from recbole_flr.model import SASRecAllPos
-
-    config = Config(model="SASRecAllPos", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    return SASRecAllPos(config, train_data._dataset), train_data
+    _, model, _, train_data, _, _ = prepare("SASRecAllPos", "tiny", config_dict=dict(config_dict, **overrides))
+    return model, train_data
 
 
 def test_defaults_are_recbole_sasrec_defaults(tiny_config_dict):

@@ -178,6 +178,19 @@ def _mean_off_diagonal(gram):
     return gram[:, off].mean()
 
 
+def factor_cosine(factors):
+    r"""Cosine similarity of every pair of factor vectors.
+
+    Args:
+        factors (torch.Tensor): shape [B, K, D].
+
+    Returns:
+        torch.Tensor: cos(f_k, f_l), shape [B, K, K].
+    """
+    unit = F.normalize(factors, dim=-1)
+    return unit @ unit.transpose(1, 2)
+
+
 def orthogonality_loss(factors):
     r"""Mean over k != l of cos(f_k, f_l)^2: 0 for orthogonal factors, 1 for identical ones.
 
@@ -187,15 +200,26 @@ def orthogonality_loss(factors):
     Returns:
         torch.Tensor: scalar.
     """
-    unit = F.normalize(factors, dim=-1)
-    return _mean_off_diagonal((unit @ unit.transpose(1, 2)).pow(2))
+    return _mean_off_diagonal(factor_cosine(factors).pow(2))
+
+
+def attention_cosine(attention):
+    r"""Cosine similarity of every pair of attention maps; each lies in [0, 1] (attention weights are non-negative).
+
+    Args:
+        attention (torch.Tensor): shape [B, K, L].
+
+    Returns:
+        torch.Tensor: cos(a_k, a_l), shape [B, K, K].
+    """
+    unit = F.normalize(attention, dim=-1)
+    return unit @ unit.transpose(1, 2)
 
 
 def diversity_loss(attention):
-    r"""Attention overlap: mean over k != l of the cosine similarity of a_k and a_l.
+    r"""Attention overlap: mean over k != l of the cosine similarity of a_k and a_l (:func:`attention_cosine`).
 
-    Attention weights are non-negative, so each cosine lies in [0, 1]: 0 for factors that attend to disjoint
-    positions, 1 for identical maps.
+    0 for factors that attend to disjoint positions, 1 for identical maps.
 
     Args:
         attention (torch.Tensor): shape [B, K, L].
@@ -203,12 +227,11 @@ def diversity_loss(attention):
     Returns:
         torch.Tensor: scalar.
     """
-    unit = F.normalize(attention, dim=-1)
-    return _mean_off_diagonal(unit @ unit.transpose(1, 2))
+    return _mean_off_diagonal(attention_cosine(attention))
 
 
-def sparsity_loss(attention, mask):
-    r"""Mean normalised entropy of each factor's attention over the real positions: entropy / log(n_real).
+def attention_entropy(attention, mask):
+    r"""Normalised entropy of each factor's attention over the real positions: entropy / log(n_real).
 
     1 for uniform attention, 0 for one-hot attention; a history of one item has no choice to make and gives 0.
 
@@ -217,10 +240,23 @@ def sparsity_loss(attention, mask):
         mask (torch.Tensor): True at real positions, shape [B, L].
 
     Returns:
-        torch.Tensor: scalar.
+        torch.Tensor: shape [B, K].
     """
     n_real = mask.sum(-1).to(attention.dtype)  # [B]
     # clamp only inside the log: 0 * log(clamp(0)) = 0 with a finite gradient, unlike xlogy at 0
     entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1)  # [B K]
     norm = n_real.clamp_min(2.0).log()[:, None]
-    return torch.where(n_real[:, None] > 1, entropy / norm, torch.zeros_like(entropy)).mean()
+    return torch.where(n_real[:, None] > 1, entropy / norm, torch.zeros_like(entropy))
+
+
+def sparsity_loss(attention, mask):
+    r"""Mean normalised entropy of each factor's attention over the real positions (:func:`attention_entropy`).
+
+    Args:
+        attention (torch.Tensor): shape [B, K, L], zero on padding.
+        mask (torch.Tensor): True at real positions, shape [B, L].
+
+    Returns:
+        torch.Tensor: scalar.
+    """
+    return attention_entropy(attention, mask).mean()

@@ -1,28 +1,21 @@
 r"""
 recbole_flr.trainer.flr_trainer
 ###############################
-FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage a call of RecBole's unchanged ``fit``.
+FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one call of the epoch loop of ``fit``.
 """
 
 import math
 from collections import OrderedDict
-from contextlib import contextmanager
 
-import recbole.trainer.trainer as recbole_trainer
 import torch
-import yaml
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
 
-from recbole_flr.errors import UserInputError
-from recbole_flr.trainer.compat import (
-    CheckpointError,
-    SafeCheckpointMixin,
-    load_checkpoint,
-    load_model_state,
-    plain_result,
-)
+from recbole_flr.checkpoint import load_checkpoint, load_model_state, plain_result
+from recbole_flr.config import read_train_stages
+from recbole_flr.errors import CheckpointError, UserInputError
+from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
 from recbole_flr.trainer.grpo import (
     REWARDS,
     clipped_surrogate,
@@ -42,30 +35,6 @@ GRPO_TRAINABLE = ("latent", "latent+head", "all")
 GRPO_SURROGATES = ("gaussian", "target_logprob")
 
 
-def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
-    r"""RecBole's :func:`~recbole.utils.early_stopping` with a strict comparison: only a better score is an
-    improvement. A tie keeps the earlier best checkpoint and counts as an epoch without improvement.
-
-    Returns:
-        tuple: (best score, epochs without improvement, stop, update), as RecBole's.
-    """
-    if value > best if bigger else value < best:
-        return value, 0, False, True
-    cur_step += 1
-    return best, cur_step, cur_step > max_step, False
-
-
-@contextmanager
-def _strict_improvement():
-    r"""RecBole's ``fit`` calls the ``early_stopping`` of its own module: swap in the strict one for one ``fit``."""
-    recbole_early_stopping = recbole_trainer.early_stopping
-    recbole_trainer.early_stopping = strict_early_stopping
-    try:
-        yield
-    finally:
-        recbole_trainer.early_stopping = recbole_early_stopping
-
-
 class _Call(torch.nn.Module):
     r"""Runs ``fn(*args)`` as its forward, so that :func:`torch.func.functional_call` can run any method of
     ``model`` with the reference weights swapped in (autograd-safe, nothing copied but the trained parameters)."""
@@ -80,7 +49,8 @@ class _Call(torch.nn.Module):
 
 class FLRTrainer(SafeCheckpointMixin, Trainer):
     r"""Trainer of :class:`~recbole_flr.model.FLR`: the stages of ``train_stages`` (default ``[sft, grpo]``) in order,
-    each one a call of RecBole's own :meth:`~recbole.trainer.Trainer.fit` with its own epochs, learning rate and
+    each one a call of the epoch loop of RecBole's :meth:`~recbole.trainer.Trainer.fit` (as
+    :class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin` runs it) with its own epochs, learning rate and
     early stopping on ``valid_metric``.
 
     - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
@@ -91,7 +61,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
       reset to the SFT weights, and the checkpoint keeps ``"stage": "sft"``).
 
     In both stages an epoch is an improvement only when its valid score is strictly better than the best so far
-    (:func:`strict_early_stopping`): a tie neither replaces the best checkpoint nor resets the stopping counter.
+    (:meth:`early_stopping`): a tie neither replaces the best checkpoint nor resets the stopping counter.
     RecBole's own rule (``>=``) would let a GRPO epoch that ties SFT's score (common at 4 decimals) overwrite the SFT
     checkpoint, test GRPO's weights while the log says SFT's stand, and run every GRPO epoch at an unchanged score.
 
@@ -133,7 +103,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.train_stages = self._read_stages(config["train_stages"])
+        self.train_stages = read_train_stages(config["train_stages"])
         self.grpo_epochs = self._read(config, "grpo_epochs", int, lambda v: v >= 0, ">= 0")
         self.grpo_learning_rate = self._read(config, "grpo_learning_rate", float, lambda v: v > 0, "> 0")
         self.grpo_stopping_step = self._read(config, "grpo_stopping_step", int, lambda v: v >= 1, ">= 1")
@@ -164,7 +134,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.sft_valid_score = None
         self.sft_valid_result = None
         self.grpo_best_epoch = None  # the GRPO epoch saved as the best model (None: none saved)
-        self.grpo_improved = None  # after the GRPO stage: whether it beat the SFT valid score
+        self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._last_epoch = -1
         self._requires_grad_before = None
         self._sft_weights = None
@@ -173,17 +143,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._grpo_stats = None
         self._resume = None  # the last checkpoint being resumed, until its stage starts
         self._stage_start_epoch = 0
-
-    @staticmethod
-    def _read_stages(value):
-        legal = [["sft"], ["grpo"], ["sft", "grpo"]]
-        if isinstance(value, str):  # --train_stages=[sft,grpo] on the command line, which RecBole cannot eval
-            value = yaml.safe_load(value)
-        if not isinstance(value, (list, tuple)) or list(value) not in legal:
-            raise UserInputError(
-                f"train_stages must be a list of stages in order, each at most once: one of {legal}; got {value!r}."
-            )
-        return list(value)
 
     @staticmethod
     def _read(config, key, kind, check, legal):
@@ -198,34 +157,48 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ stages
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        r"""Run the stages of ``train_stages`` in order, each through RecBole's :meth:`Trainer.fit`.
+        r"""Run the stages of ``train_stages`` in order, each through the epoch loop of RecBole's :meth:`Trainer.fit`.
 
         Returns:
             (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
         """
         resume, self._resume = self._resume, None
-        for stage in self.train_stages:
-            if resume is not None and resume["stage"] != stage:  # a stage before the resumed one: done
-                continue
-            if stage == "sft" and resume is not None and self._resume_finished:
-                # SFT had finished: go on to GRPO from the point where the interrupted run left SFT
-                self._resume_finished = False
-                self.stage, self._last_epoch, resume = "sft", resume["epoch"], None
-                self._restore_pending_rng(train_data)
-                continue
-            if stage == "sft":
-                self._begin_sft()
-                if resume is not None:
-                    self._continue_stage(resume)
-            elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
-                continue
-            resume = None
-            with _strict_improvement():
+        with self.timed_fit():  # one clock for the time budget and the "fit" callback over all stages
+            for stage in self.train_stages:
+                if resume is not None and resume["stage"] != stage:  # a stage before the resumed one: done
+                    continue
+                if stage == "sft" and resume is not None and self._resume_finished:
+                    # SFT had finished: go on to GRPO from the point where the interrupted run left SFT
+                    self._resume_finished = False
+                    self.stage, self._last_epoch, resume = "sft", resume["epoch"], None
+                    self._restore_pending_rng(train_data)
+                    continue
+                if stage == "sft":
+                    self._begin_sft()
+                    if resume is not None:
+                        self._continue_stage(resume)
+                elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
+                    continue
+                resume = None
+                self._emit("stage", stage=stage, start_epoch=self.start_epoch, end_epoch=self.epochs)
                 super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-            if stage == "grpo":
-                self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
+                if stage == "grpo":
+                    self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
         self.stage = None
         return self.best_valid_score, self.best_valid_result
+
+    def early_stopping(self, valid_score):
+        r"""RecBole's rule with a strict comparison: only a better score is an improvement. A tie keeps the earlier
+        best checkpoint and counts as an epoch without improvement.
+
+        Returns:
+            (bool, bool): (stop training, the score is the new best).
+        """
+        if valid_score > self.best_valid_score if self.valid_metric_bigger else valid_score < self.best_valid_score:
+            self.best_valid_score, self.cur_step = valid_score, 0
+            return False, True
+        self.cur_step += 1
+        return self.cur_step > self.stopping_step, False
 
     def _continue_stage(self, checkpoint):
         r"""After the stage's own setup: continue it after the checkpoint's epoch with its optimizer and counter."""
@@ -323,9 +296,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         for name, param in self.model.named_parameters():
             param.requires_grad_(self._requires_grad_before[name])
         self._rewrap_distributed()
-        # strict_early_stopping replaces the best score only by a strictly better one: any change is a GRPO win
-        self.grpo_improved = bool(not validated or self.best_valid_score != self.sft_valid_score)
-        if not self.grpo_improved:
+        # early_stopping replaces the best score only by a strictly better one: any change is a GRPO win
+        # (without validation there is no verdict: None, and GRPO's last weights are kept)
+        self.grpo_improved = bool(self.best_valid_score != self.sft_valid_score) if validated else None
+        if self.grpo_improved is False:
             with torch.no_grad():
                 params = dict(self.model.named_parameters())
                 for name, value in self._sft_weights.items():
@@ -437,6 +411,25 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             for name, value in self.grpo_epoch_stats().items():
                 self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
         return losses
+
+    def begin_grpo(self):
+        r"""Enter the GRPO stage on the model's current weights, with no validation bar and no checkpoint: the trainable
+        set (``grpo_trainable``), the optimizer, the SFT copy and the reference. For tools that time or inspect GRPO
+        steps; ``fit`` enters the stage itself.
+
+        Returns:
+            bool: False when ``grpo_epochs`` is 0 (the stage is skipped).
+        """
+        return self._begin_grpo(None, False, False, False)
+
+    def grpo_loss(self, interaction):
+        r"""The latent GRPO loss terms of one batch, as the GRPO stage trains on them (see :meth:`_grpo_loss`).
+
+        Returns:
+            tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
+            lambda_sparse * L_sparse).
+        """
+        return self._grpo_loss(interaction)
 
     def loss_names(self, losses):
         r"""The names of an epoch's loss terms (``ce``, ``orth``, ... or ``grpo_surrogate``, ``kl``, ...), or
