@@ -241,4 +241,5 @@ class ItemTextProjection(nn.Module):
 
     def forward(self, items=None):
         r"""Projected text features of ``items`` (any shape of ids), or of the whole table, [..., D]."""
-        return self.projection(self.features if items is None else self.features[items])
+        table = self.projection(self.features)  # the whole table once: fewer rows than a batch of histories
+        return table if items is None else table[items]
