@@ -50,18 +50,6 @@ class DecoderBackbone(nn.Module):
     def dtype(self):
         return next(self.body.parameters()).dtype
 
-    def _run(self, inputs_embeds, attention_mask, position_ids, cache=None):
-        kwargs = {self._cache_arg: cache} if cache is not None else {}
-        out = self.body(
-            inputs_embeds=inputs_embeds.to(self.dtype),
-            attention_mask=attention_mask.long(),
-            position_ids=position_ids,
-            use_cache=True,
-            **kwargs,
-        )
-        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
-        return out["last_hidden_state"].float(), new_cache
-
     def prefill(self, inputs_embeds, attention_mask, position_ids):
         r"""Pass 1 over the whole input.
 
@@ -73,26 +61,45 @@ class DecoderBackbone(nn.Module):
         Returns:
             tuple: last-layer states [B, S, D] (float32) and the KV cache as a tuple of (keys, values) per layer.
         """
-        hidden, cache = self._run(inputs_embeds, attention_mask, position_ids)
-        return hidden, tuple((layer.keys, layer.values) for layer in cache.layers)
+        out = self.body(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=attention_mask.long(),
+            position_ids=position_ids,
+            use_cache=True,
+        )
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out["last_hidden_state"].float(), tuple((layer.keys, layer.values) for layer in cache.layers)
 
-    def step(self, inputs_embeds, attention_mask, position_ids, kv):
-        r"""Pass 2: one extra token per row on top of a pass-1 cache, which is left unchanged.
+    def extend(self, cache, inputs_embeds, position_ids, sees_cache):
+        r"""Pass 2: T more tokens per row after a :meth:`prefill` cache, which is left unchanged. Each new token
+        attends to the cached positions ``sees_cache`` allows and to itself, never to the other new tokens (so T
+        thoughts of one history cost one copy of its cache, not T).
 
         ``DynamicCache.update`` concatenates into new tensors held by a fresh cache object, so the (keys, values)
-        tensors of ``kv`` are never written to and the step can be repeated on the same pass 1.
+        tensors of ``cache`` are never written to and pass 2 can be repeated on the same pass 1.
 
         Args:
-            inputs_embeds (torch.Tensor): shape [B, 1, D].
-            attention_mask (torch.Tensor): shape [B, S + 1].
-            position_ids (torch.Tensor): shape [B, 1].
-            kv (tuple): pass-1 cache from :meth:`prefill`, batch B.
+            cache (tuple): per layer (keys, values) from :meth:`prefill`, batch B, S cached positions.
+            inputs_embeds (torch.Tensor): the new tokens, shape [B, T, D].
+            position_ids (torch.Tensor): their position ids, shape [B, T].
+            sees_cache (torch.Tensor): bool, which cached positions each new token sees, shape [B, T, S].
 
         Returns:
-            torch.Tensor: the new token's last-layer state, shape [B, D] (float32).
+            torch.Tensor: the new tokens' last-layer states, shape [B, T, D] (float32).
         """
-        hidden, _ = self._run(inputs_embeds, attention_mask, position_ids, DynamicCache(ddp_cache_data=kv))
-        return hidden[:, -1]
+        batch, length = sees_cache.shape[:2]
+        itself = torch.eye(length, dtype=torch.bool, device=sees_cache.device)[None].expand(batch, -1, -1)  # [B T T]
+        allowed = torch.cat([sees_cache, itself], dim=-1)  # [B T S+T]
+        additive = torch.zeros(allowed.shape, dtype=self.dtype, device=inputs_embeds.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(self.dtype).min)[:, None]  # [B 1 T S+T]
+        out = self.body(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=additive,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self._cache_arg: DynamicCache(ddp_cache_data=cache)},
+        )
+        return out["last_hidden_state"].float()
 
     def embed_token_ids(self, token_ids):
         r"""The LLM's own input embeddings of token ids (for the instruction prefix), float32."""

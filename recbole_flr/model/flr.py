@@ -16,14 +16,15 @@ from logging import getLogger
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
-from transformers import DynamicCache
 
 from recbole_flr.errors import UserInputError
-from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
+from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
 from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.flr_settings import check_settings
 from recbole_flr.model.item_text import (
     ItemTextProjection,
     encoder_setting,
+    item_texts,
     load_item_text_features,
     resolve_text_field,
 )
@@ -34,15 +35,6 @@ from recbole_flr.model.latent_reasoning import (
     orthogonality_loss,
     sparsity_loss,
 )
-
-#: ``thought_source``: the latent module's thought, a learned constant (control: depth without information), none.
-THOUGHT_SOURCES = ("latent", "constant", "none")
-#: ``user_vector``: the thought decoded by pass 2, pass 1's last state (the backbone alone), the latent state itself.
-USER_VECTORS = ("pass2", "last_state", "latent_state")
-#: ``factor_aggregation``: the gate-weighted sum of the factors (one user vector), or a gate-weighted mixture of the
-#: K factors' softmaxes over the items (one user vector per factor).
-FACTOR_AGGREGATIONS = ("sum", "mixture")
-
 
 @dataclass
 class Pass1:
@@ -123,8 +115,8 @@ class FLR(SequentialRecommender):
         # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
         # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
         self._raw_state = self.user_vector == "latent_state"
-        self._check_config()
-        self._check_head(config["train_stages"])
+        check_settings(self, config["train_stages"])
+        self.train_all_positions = self.train_all_positions is True
 
         # define layers and loss
         if self.llm_path:
@@ -155,7 +147,8 @@ class FLR(SequentialRecommender):
         projection = config["user_projection"]
         self.user_projection = nn.Linear(self.hidden_size, self.hidden_size) if projection else nn.Identity()
         self.loss_fct = nn.CrossEntropyLoss()
-        self._build_training_windows(dataset)
+        if self.train_all_positions:  # the training rows whose every position is trained on
+            register_training_windows(self, dataset)
 
         # parameters initialization
         for name, module in self.named_children():
@@ -189,13 +182,12 @@ class FLR(SequentialRecommender):
         return self.user_vectors(pass1, self.reason(pass1))  # [B D]
 
     def calculate_loss(self, interaction):
-        if self.train_all_positions:
-            return self._all_positions_loss(interaction)
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        pass1 = self.encode(item_seq, item_seq_len)
-        latent = self.reason(pass1)
-        ce = self.loss_fct(self.scores(pass1, latent), interaction[self.POS_ITEM_ID])
+        if self.train_all_positions:  # every position of the batch's kept windows
+            ce, latent = all_positions_loss(self, interaction)
+        else:
+            pass1 = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            latent = self.reason(pass1)
+            ce = self.loss_fct(self.scores(pass1, latent), interaction[self.POS_ITEM_ID])
         orth, div, sparse = self.regularisers(latent)
         return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
@@ -275,14 +267,16 @@ class FLR(SequentialRecommender):
         return target_norm[..., None] * unit
 
     def decode(self, pass1, thought):
-        r"""Pass 2: the thought as one extra token on pass 1's KV cache (left unchanged).
+        r"""Pass 2: each thought as one extra token on pass 1's KV cache (left unchanged), seeing the prefix, the
+        history and itself; the G thoughts of a history (GRPO's samples) share ONE copy of its cache: repeating the
+        cache G times cost more than the rest of the GRPO step on amazon-games.
 
         Args:
             pass1 (Pass1): from :meth:`encode`, batch B.
-            thought (torch.Tensor): shape [B', D] with B' = B * G (row i * G + g belongs to history i).
+            thought (torch.Tensor): shape [B * G, D], row i * G + g belonging to history i (G >= 1).
 
         Returns:
-            torch.Tensor: user vectors u, shape [B', D].
+            torch.Tensor: user vectors u, shape [B * G, D].
         """
         if self.user_vector == "latent_state":  # no pass 2: the latent state is the user vector
             return self.user_projection(thought)
@@ -290,16 +284,9 @@ class FLR(SequentialRecommender):
         if thought.size(0) % batch:
             raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
         group = thought.size(0) // batch
-        if group == 1:
-            attention_mask = torch.cat([pass1.attention_mask, pass1.attention_mask.new_ones(batch, 1)], dim=1)
-            position_ids = pass1.thought_position[:, None]  # [B 1]
-            return self.user_projection(self.backbone.step(thought[:, None], attention_mask, position_ids, pass1.cache))
-        # G thoughts of a history as G tokens over ONE copy of its cache, each seeing the history and itself (GRPO):
-        # repeating the cache G times cost more than the rest of the GRPO step on amazon-games
-        history = pass1.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
-        itself = torch.eye(group, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1)  # [B G G]
+        sees = pass1.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
         position_ids = pass1.thought_position[:, None].expand(-1, group)  # [B G]
-        states = self._run_thoughts(pass1, thought.view(batch, group, -1), torch.cat([history, itself], -1), position_ids)
+        states = self.backbone.extend(pass1.cache, thought.view(batch, group, -1), position_ids, sees)  # [B G D]
         return self.user_projection(states.reshape(batch * group, -1))
 
     def item_scores(self, user):
@@ -330,8 +317,8 @@ class FLR(SequentialRecommender):
         return emb + self.text_projection(self.item_text_features[ids])
 
     def regularisers(self, latent_output):
-        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without a latent module)."""
-        if latent_output.factors is None:
+        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without a latent module or output)."""
+        if latent_output is None or latent_output.factors is None:
             zero = self.item_embedding.weight.sum() * 0.0
             return zero, zero, zero
         return (
@@ -344,55 +331,6 @@ class FLR(SequentialRecommender):
         r"""The state dict without the frozen pretrained LLM weights (LoRA adapters and all heads kept)."""
         return {key: value for key, value in self.state_dict().items() if key not in self._frozen_keys}
 
-    def _check_config(self):
-        for key, low in (("n_factors", 1), ("latent_steps", 1), ("hidden_size", 1), ("lora_r", 1)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UserInputError(f"{key}={value!r} is invalid: it must be an integer >= {low}.")
-        for key in ("lambda_orth", "lambda_div", "lambda_sparse"):
-            if getattr(self, key) < 0:
-                raise UserInputError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
-        if self.loss_type != "CE":
-            raise UserInputError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
-        if self.llm_gguf_file not in (None, "~") and not self.llm_path:
-            raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
-                                 "to the .gguf file itself and llm_gguf_file: ~.")
-        if self.llm_arch == "sasrec" and not self.llm_path and self.user_vector == "pass2":
-            raise UserInputError(
-                "llm_arch: sasrec (RecBole's SASRec encoder) has no KV cache to decode a thought token on: use "
-                "user_vector: latent_state or last_state, or a decoder llm_arch (qwen2, llama, mistral)."
-            )
-        if self.llm_prompt and not self.llm_path:
-            raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
-
-    def _check_head(self, train_stages):
-        r"""The ablation switches (``thought_source``, ``user_vector``, ``factor_aggregation``) and their legal mix."""
-        for key, legal in (("thought_source", THOUGHT_SOURCES), ("user_vector", USER_VECTORS),
-                           ("factor_aggregation", FACTOR_AGGREGATIONS)):  # fmt: skip
-            if getattr(self, key) not in legal:
-                raise UserInputError(f"{key}={getattr(self, key)!r} is invalid: the range is {list(legal)}.")
-        if (self.user_vector == "last_state") != (self.thought_source == "none"):
-            raise UserInputError(
-                f"user_vector={self.user_vector!r} with thought_source={self.thought_source!r}: the backbone-alone "
-                "control is user_vector: last_state with thought_source: none (no latent module, no pass 2); every "
-                "other user_vector needs a thought ('latent' or 'constant')."
-            )
-        if self.thought_source == "constant" and self.user_vector != "pass2":
-            raise UserInputError(
-                "thought_source: constant needs user_vector: pass2 (a constant latent state would give every user the "
-                "same vector)."
-            )
-        if self.mixture and (self.thought_source != "latent" or self.user_vector != "latent_state"):
-            raise UserInputError(
-                "factor_aggregation: mixture scores one user vector per factor from the latent state: it needs "
-                "thought_source: latent and user_vector: latent_state."
-            )
-        if "grpo" in (train_stages or []) and (self.thought_source != "latent" or self.mixture):
-            raise UserInputError(
-                f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
-                "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."
-            )
-
     def _build_text_embedding(self, config, dataset):
         if self.item_text_encoder:  # frozen features of a pretrained LM, through a learned projection
             features = load_item_text_features(config, dataset, self.item_text_field)
@@ -402,14 +340,13 @@ class FLR(SequentialRecommender):
             raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         if self.item_text_field is None:
             return
-        title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
         if not self.llm_path:
+            title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
             self.register_buffer("item_title_ids", title_ids, persistent=False)
             n_words = dataset.num(self.item_text_field)
             self.word_embedding = nn.EmbeddingBag(n_words, self.hidden_size, mode="mean", padding_idx=0)
             return
-        words = dataset.field2id_token[self.item_text_field]
-        titles = [" ".join(words[row[row > 0]].tolist()) for row in title_ids.numpy()]
+        titles = item_texts(dataset, [self.item_text_field])
         features = self.backbone.embed_texts(titles, self.device)  # [n_items D], float32
         # a real LLM's pooled states have norms in the tens (SmolLM2-135M: ~40), which made the text part swamp the ID
         # embedding and start the CE far above log(n_items): rescale to mean norm 1 (empty titles stay 0)
@@ -419,34 +356,6 @@ class FLR(SequentialRecommender):
         self.register_buffer("item_text_features", features, persistent=False)
         self.text_projection = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
         getLogger().info(f"Embedded {len(titles)} item titles ({self.item_text_field}) with the pretrained LLM.")
-
-    # ---------------------------------------------------------------- train_all_positions: one pass per window
-    def _build_training_windows(self, dataset):
-        r"""Keys of the training rows that ``train_all_positions`` trains on (:mod:`~recbole_flr.model.all_positions`)."""
-        if self.train_all_positions in (None, False):
-            self.train_all_positions = False
-            return
-        if self.train_all_positions is not True:
-            raise UserInputError(
-                f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False."
-            )
-        keys = training_window_keys(dataset, self.max_seq_length)
-        self.register_buffer("training_window_keys", keys, persistent=False)
-        getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
-
-    def _all_positions_loss(self, interaction):
-        r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        target = interaction[self.POS_ITEM_ID]
-        keep = kept_rows(self.training_window_keys, row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target))
-        if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
-            zero = self.item_embedding.weight.sum() * 0.0
-            return zero, zero, zero, zero
-        logits, targets, latent = self.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
-        ce = self.loss_fct(logits, targets)
-        orth, div, sparse = self.regularisers(latent)
-        return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
     def all_positions_forward(self, item_seq, item_seq_len, target):
         r"""Scores at every real position of each history in one pass.
@@ -465,10 +374,10 @@ class FLR(SequentialRecommender):
             the :class:`LatentOutput` of those positions (factors [N, K, D], attention [N, K, L], prefix masks).
         """
         length = item_seq.size(1)
+        rows, steps, targets = real_positions(item_seq, item_seq_len, target)  # [N] each
         pass1 = self.encode(item_seq, item_seq_len)
         mask = pass1.mask
         prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as Pass1.input_norm
-        rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
         prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
         thought, positions = None, LatentOutput(None, None, None, None, None, prefix)
         if self.thought_source == "latent":
@@ -486,11 +395,11 @@ class FLR(SequentialRecommender):
             logits = self.item_scores(self.user_projection(state))  # [N n_items]
         else:  # no pass 2: each position is scored as :meth:`scores` scores a history ending there
             logits = self.scores(replace(pass1, last=pass1.hidden[rows, steps]), positions)  # [N n_items]
-        return logits, next_items(item_seq, item_seq_len, target)[rows, steps], positions
+        return logits, targets, positions
 
     def _decode_all_positions(self, pass1, thought):
-        r"""Pass 2 for every position at once: L thought tokens after pass 1's cache (left unchanged), the one of
-        position t seeing the prefix, history positions <= t and itself only (a 4D mask), at position id P + t + 1.
+        r"""Pass 2 for every position at once: L thought tokens on pass 1's cache, the one of position t seeing the
+        prefix, history positions <= t and itself only, at position id P + t + 1.
 
         Args:
             pass1 (Pass1): from :meth:`encode`, batch B, history length L.
@@ -502,37 +411,7 @@ class FLR(SequentialRecommender):
         batch, length = pass1.mask.shape
         n_prompt = pass1.attention_mask.size(1) - length
         causal = torch.ones(length, length, dtype=torch.bool, device=thought.device).tril()
-        allowed = torch.cat(
-            [
-                pass1.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1),  # [B L P]
-                causal[None] & pass1.mask[:, None, :],  # [B L L] history positions <= t
-                torch.eye(length, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1),  # itself
-            ],
-            dim=-1,
-        )  # [B L P+2L]
+        prompt = pass1.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1)  # [B L P]
+        sees = torch.cat([prompt, causal[None] & pass1.mask[:, None, :]], dim=-1)  # [B L P+L]: history <= t
         position_ids = (n_prompt + 1 + torch.arange(length, device=thought.device))[None].expand(batch, -1)
-        return self._run_thoughts(pass1, thought, allowed, position_ids)
-
-    def _run_thoughts(self, pass1, thoughts, allowed, position_ids):
-        r"""T thought tokens per history after pass 1's cache (left unchanged), under a 4D mask.
-
-        Args:
-            pass1 (Pass1): from :meth:`encode`, batch B.
-            thoughts (torch.Tensor): shape [B, T, D].
-            allowed (torch.Tensor): bool, which cached positions and thought tokens each thought sees, [B, T, P+L+T].
-            position_ids (torch.Tensor): position ids of the thought tokens, [B, T].
-
-        Returns:
-            torch.Tensor: the thought tokens' last-layer states, shape [B, T, D] (float32).
-        """
-        dtype = self.backbone.dtype
-        additive = torch.zeros(allowed.shape, dtype=dtype, device=thoughts.device)
-        additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B 1 T P+L+T]
-        out = self.backbone.body(
-            inputs_embeds=thoughts.to(dtype),
-            attention_mask=additive,
-            position_ids=position_ids,
-            use_cache=True,
-            **{self.backbone._cache_arg: DynamicCache(ddp_cache_data=pass1.cache)},
-        )
-        return out["last_hidden_state"].float()
+        return self.backbone.extend(pass1.cache, thought, position_ids, sees)
