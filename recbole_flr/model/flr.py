@@ -10,16 +10,15 @@ Reference:
 
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from logging import getLogger
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
-from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.backbone import Pass1, add_lora, build_embedded_backbone, load_pretrained_backbone
 from recbole_flr.model.flr_settings import check_settings
 from recbole_flr.model.item_text import (
     ItemTextProjection,
@@ -32,36 +31,10 @@ from recbole_flr.model.latent_reasoning import (
     FactorizedLatentReasoning,
     LatentOutput,
     diversity_loss,
+    mixture_log_probs,
     orthogonality_loss,
     sparsity_loss,
 )
-
-@dataclass
-class Pass1:
-    r"""Backbone pass 1 over a batch of histories (what pass 2 and the latent module need).
-
-    Attributes:
-        hidden (torch.Tensor): last-layer states of the history positions, shape [B, L, D].
-        mask (torch.Tensor): True at real history positions, shape [B, L].
-        cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
-        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L] (see :attr:`input_norm`).
-        last (torch.Tensor): state of the last real position (z_0), shape [B, D].
-        attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
-        thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
-    """
-
-    hidden: torch.Tensor
-    mask: torch.Tensor
-    cache: tuple
-    norms: torch.Tensor
-    last: torch.Tensor
-    attention_mask: torch.Tensor
-    thought_position: torch.Tensor
-
-    @property
-    def input_norm(self):
-        r"""Mean norm of the real input embeddings, shape [B]: the norm the latent thought is scaled to."""
-        return self.norms.sum(1) / self.mask.sum(1).clamp_min(1)
 
 
 class FLR(SequentialRecommender):
@@ -133,8 +106,8 @@ class FLR(SequentialRecommender):
         self._build_text_embedding(config, dataset)  # before LoRA: text features come from the base LLM
         if self.llm_path:
             add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
-        prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
-        self.register_buffer("prompt_ids", torch.tensor(prompt, dtype=torch.long), persistent=False)
+        if self.llm_prompt:
+            self.backbone.set_prompt(self.llm_prompt)
         # the SASRec encoder drops out after its own LayerNorm, as SASRec does
         own_dropout = getattr(self.backbone, "own_input_dropout", False)
         self.dropout = nn.Dropout(0.0 if own_dropout else self.hidden_dropout_prob)
@@ -155,11 +128,7 @@ class FLR(SequentialRecommender):
             # never re-initialise a pretrained or HF-initialised backbone; the SASRec encoder is initialised as SASRec
             if name != "backbone" or self.llm_arch == "sasrec" and not self.llm_path:
                 module.apply(self._init_weights)
-        self._frozen_keys = {
-            "backbone." + key
-            for key, value in self.backbone.state_dict(keep_vars=True).items()
-            if self.backbone.pretrained and not value.requires_grad
-        }
+        self._frozen_keys = {"backbone." + key for key in self.backbone.frozen_keys()}
 
     def _init_weights(self, module):
         """Initialize the weights"""
@@ -204,7 +173,7 @@ class FLR(SequentialRecommender):
         mixture`` the log-probabilities log sum_k beta_k softmax(u_k E^T) (so the cross-entropy of either is the
         model's negative log-likelihood)."""
         if self.mixture:
-            return self.mixture_scores(self.user_projection(latent.factor_thoughts), latent.gates)
+            return mixture_log_probs(self.item_scores(self.user_projection(latent.factor_thoughts)), latent.gates)
         return self.item_scores(self.user_vectors(pass1, latent))
 
     def user_vectors(self, pass1, latent):
@@ -213,40 +182,18 @@ class FLR(SequentialRecommender):
             return self.user_projection(pass1.last)
         return self.decode(pass1, latent.thought)
 
-    def mixture_scores(self, users, gates):
-        r"""log sum_k beta_k softmax(u_k E^T): a gate-weighted mixture of the K factors' item distributions.
-
-        Args:
-            users (torch.Tensor): one user vector per factor, shape [N, K, D].
-            gates (torch.Tensor): the mixture weights beta, rows sum to 1, shape [N, K].
-
-        Returns:
-            torch.Tensor: log-probabilities of all items, shape [N, n_items].
-        """
-        log_probs = torch.log_softmax(self.item_scores(users), dim=-1)  # [N K n_items]
-        return torch.logsumexp(log_probs + gates.clamp_min(1e-12).log()[..., None], dim=1)
-
     def encode(self, item_seq, item_seq_len):
         r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history).
 
         Returns:
             Pass1: states, masks, KV cache and what pass 2 needs.
         """
-        batch, length = item_seq.shape
-        mask = torch.arange(length, device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
+        mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
         emb = self.item_embeddings(item_seq)  # [B L D]
-        norms = emb.norm(dim=-1) * mask  # [B L]
-        inputs = self.dropout(emb)
-        n_prompt = self.prompt_ids.numel()
-        if n_prompt:
-            prompt = self.backbone.embed_token_ids(self.prompt_ids)[None].expand(batch, -1, -1)  # [B P D]
-            inputs = torch.cat([prompt, inputs], dim=1)
-        attention_mask = torch.cat([mask.new_ones(batch, n_prompt), mask], dim=1).long()  # [B P+L]
-        position_ids = torch.arange(n_prompt + length, device=item_seq.device)[None].expand(batch, -1)
-        hidden, cache = self.backbone.prefill(inputs, attention_mask, position_ids)
-        hidden = hidden[:, n_prompt:]  # [B L D]
+        hidden, cache, attention_mask = self.backbone.prefill(self.dropout(emb), mask)  # [B L D], cache, [B P+L]
         last = self.gather_indexes(hidden, item_seq_len - 1)
-        return Pass1(hidden, mask, cache, norms, last, attention_mask, n_prompt + item_seq_len)
+        thought_position = attention_mask.size(1) - mask.size(1) + item_seq_len  # P + item_seq_len
+        return Pass1(hidden, mask, cache, emb.norm(dim=-1) * mask, last, attention_mask, thought_position)
 
     def reason(self, pass1):
         r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`.
@@ -256,9 +203,7 @@ class FLR(SequentialRecommender):
         """
         if self.thought_source == "latent":
             return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm, self.mixture, self._raw_state)
-        thought = None
-        if self.thought_source == "constant":
-            thought = self._constant_thought(pass1.input_norm)
+        thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
         return LatentOutput(thought, None, None, None, None, pass1.mask)
 
     def _constant_thought(self, target_norm):
@@ -284,8 +229,7 @@ class FLR(SequentialRecommender):
         if thought.size(0) % batch:
             raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
         group = thought.size(0) // batch
-        sees = pass1.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
-        position_ids = pass1.thought_position[:, None].expand(-1, group)  # [B G]
+        sees, position_ids = pass1.thought_masks(group)
         states = self.backbone.extend(pass1.cache, thought.view(batch, group, -1), position_ids, sees)  # [B G D]
         return self.user_projection(states.reshape(batch * group, -1))
 
@@ -317,15 +261,12 @@ class FLR(SequentialRecommender):
         return emb + self.text_projection(self.item_text_features[ids])
 
     def regularisers(self, latent_output):
-        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without a latent module or output)."""
+        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without latent factors)."""
         if latent_output is None or latent_output.factors is None:
             zero = self.item_embedding.weight.sum() * 0.0
             return zero, zero, zero
-        return (
-            orthogonality_loss(latent_output.factors),
-            diversity_loss(latent_output.attention),
-            sparsity_loss(latent_output.attention, latent_output.mask),
-        )
+        factors, attention = latent_output.factors, latent_output.attention
+        return orthogonality_loss(factors), diversity_loss(attention), sparsity_loss(attention, latent_output.mask)
 
     def checkpoint_state_dict(self):
         r"""The state dict without the frozen pretrained LLM weights (LoRA adapters and all heads kept)."""
@@ -336,8 +277,6 @@ class FLR(SequentialRecommender):
             features = load_item_text_features(config, dataset, self.item_text_field)
             self.item_text = ItemTextProjection(features, self.hidden_size)
             return
-        if self.item_text_only:
-            raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         if self.item_text_field is None:
             return
         if not self.llm_path:
@@ -347,11 +286,7 @@ class FLR(SequentialRecommender):
             self.word_embedding = nn.EmbeddingBag(n_words, self.hidden_size, mode="mean", padding_idx=0)
             return
         titles = item_texts(dataset, [self.item_text_field])
-        features = self.backbone.embed_texts(titles, self.device)  # [n_items D], float32
-        # a real LLM's pooled states have norms in the tens (SmolLM2-135M: ~40), which made the text part swamp the ID
-        # embedding and start the CE far above log(n_items): rescale to mean norm 1 (empty titles stay 0)
-        norms = features.norm(dim=-1)
-        features = features / (norms[norms > 0].mean() if (norms > 0).any() else 1.0)
+        features = self.backbone.embed_titles(titles, self.device)  # [n_items D], float32, mean norm 1
         # recomputed from the base LLM whenever the model is built, so not written to checkpoints
         self.register_buffer("item_text_features", features, persistent=False)
         self.text_projection = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
@@ -383,35 +318,14 @@ class FLR(SequentialRecommender):
         if self.thought_source == "latent":
             latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
             thought = latent.thought  # [B L D]
-            positions = LatentOutput(
-                *(None if field is None else field[rows, steps] for field in (
-                    latent.thought, latent.factors, latent.attention, latent.gates, latent.all_gates)),
-                prefix, None if latent.factor_thoughts is None else latent.factor_thoughts[rows, steps],
-            )  # fmt: skip
+            positions = latent.at(rows, steps, prefix)
         elif self.thought_source == "constant":
             thought = self._constant_thought(prefix_norm)  # [B L D]
         if self.user_vector == "pass2":
-            state = self._decode_all_positions(pass1, thought)[rows, steps]  # [N D]
+            # one thought token per position, seeing the prefix and the history up to its position only
+            sees, position_ids = pass1.thought_masks()
+            state = self.backbone.extend(pass1.cache, thought, position_ids, sees)[rows, steps]  # [N D]
             logits = self.item_scores(self.user_projection(state))  # [N n_items]
         else:  # no pass 2: each position is scored as :meth:`scores` scores a history ending there
             logits = self.scores(replace(pass1, last=pass1.hidden[rows, steps]), positions)  # [N n_items]
         return logits, targets, positions
-
-    def _decode_all_positions(self, pass1, thought):
-        r"""Pass 2 for every position at once: L thought tokens on pass 1's cache, the one of position t seeing the
-        prefix, history positions <= t and itself only, at position id P + t + 1.
-
-        Args:
-            pass1 (Pass1): from :meth:`encode`, batch B, history length L.
-            thought (torch.Tensor): one thought per position, shape [B, L, D].
-
-        Returns:
-            torch.Tensor: the thought tokens' last-layer states, shape [B, L, D] (float32; padding rows unused).
-        """
-        batch, length = pass1.mask.shape
-        n_prompt = pass1.attention_mask.size(1) - length
-        causal = torch.ones(length, length, dtype=torch.bool, device=thought.device).tril()
-        prompt = pass1.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1)  # [B L P]
-        sees = torch.cat([prompt, causal[None] & pass1.mask[:, None, :]], dim=-1)  # [B L P+L]: history <= t
-        position_ids = (n_prompt + 1 + torch.arange(length, device=thought.device))[None].expand(batch, -1)
-        return self.backbone.extend(pass1.cache, thought, position_ids, sees)

@@ -51,6 +51,8 @@ def _check_scalars(model):
         )
     if model.llm_prompt and not model.llm_path:
         raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
+    if model.item_text_only and not model.item_text_encoder:
+        raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
 
 
 def _check_head(model, train_stages):
