@@ -55,6 +55,11 @@ class Pass1:
         r"""Mean norm of the real input embeddings, shape [B]: the norm the latent thought is scaled to."""
         return self.norms.sum(1) / self.mask.sum(1).clamp_min(1)
 
+    @property
+    def prefix_norm(self):
+        r"""Mean norm of the input embeddings up to each position (:attr:`input_norm` of every prefix), shape [B, L]."""
+        return self.norms.cumsum(1) / torch.arange(1, self.mask.size(1) + 1, device=self.mask.device)
+
     def thought_masks(self, group=None):
         r"""Where pass 2's thought tokens sit and what they see, for :meth:`DecoderBackbone.extend`.
 

@@ -27,14 +27,8 @@ from recbole_flr.model.item_text import (
     load_item_text_features,
     resolve_text_field,
 )
-from recbole_flr.model.latent_reasoning import (
-    FactorizedLatentReasoning,
-    LatentOutput,
-    diversity_loss,
-    mixture_log_probs,
-    orthogonality_loss,
-    sparsity_loss,
-)
+from recbole_flr.model.latent_reasoning import FactorizedLatentReasoning, LatentOutput, mixture_log_probs
+from recbole_flr.model.latent_reasoning import diversity_loss, orthogonality_loss, sparsity_loss
 
 
 class FLR(SequentialRecommender):
@@ -108,8 +102,7 @@ class FLR(SequentialRecommender):
             add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
         if self.llm_prompt:
             self.backbone.set_prompt(self.llm_prompt)
-        # the SASRec encoder drops out after its own LayerNorm, as SASRec does
-        own_dropout = getattr(self.backbone, "own_input_dropout", False)
+        own_dropout = getattr(self.backbone, "own_input_dropout", False)  # SASRec's, after its own LayerNorm
         self.dropout = nn.Dropout(0.0 if own_dropout else self.hidden_dropout_prob)
         self.latent = FactorizedLatentReasoning(
             self.hidden_size, self.n_factors, self.latent_steps, self.initializer_range
@@ -161,8 +154,7 @@ class FLR(SequentialRecommender):
         return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
     def predict(self, interaction):
-        test_item = interaction[self.ITEM_ID]
-        return self.full_sort_predict(interaction).gather(1, test_item[:, None]).squeeze(1)  # [B]
+        return self.full_sort_predict(interaction).gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)  # [B]
 
     def full_sort_predict(self, interaction):
         pass1 = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
@@ -183,11 +175,8 @@ class FLR(SequentialRecommender):
         return self.decode(pass1, latent.thought)
 
     def encode(self, item_seq, item_seq_len):
-        r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history).
-
-        Returns:
-            Pass1: states, masks, KV cache and what pass 2 needs.
-        """
+        r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history); returns a :class:`Pass1`
+        (states, masks, KV cache and what pass 2 needs)."""
         mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
         emb = self.item_embeddings(item_seq)  # [B L D]
         hidden, cache, attention_mask = self.backbone.prefill(self.dropout(emb), mask)  # [B L D], cache, [B P+L]
@@ -196,11 +185,9 @@ class FLR(SequentialRecommender):
         return Pass1(hidden, mask, cache, emb.norm(dim=-1) * mask, last, attention_mask, thought_position)
 
     def reason(self, pass1):
-        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`.
-
-        With ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor
-        fields are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none).
-        """
+        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`. With
+        ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor fields
+        are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none)."""
         if self.thought_source == "latent":
             return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm, self.mixture, self._raw_state)
         thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
@@ -308,19 +295,16 @@ class FLR(SequentialRecommender):
             tuple: logits [N, n_items] of the N real positions (row-major over (b, t)), their next items [N], and
             the :class:`LatentOutput` of those positions (factors [N, K, D], attention [N, K, L], prefix masks).
         """
-        length = item_seq.size(1)
         rows, steps, targets = real_positions(item_seq, item_seq_len, target)  # [N] each
         pass1 = self.encode(item_seq, item_seq_len)
-        mask = pass1.mask
-        prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as Pass1.input_norm
-        prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
-        thought, positions = None, LatentOutput(None, None, None, None, None, prefix)
+        mask, prefix_norm = pass1.mask, pass1.prefix_norm  # [B L] each
+        prefix = mask[rows] & (torch.arange(mask.size(1), device=mask.device)[None] <= steps[:, None])  # [N L]
+        positions = LatentOutput(None, None, None, None, None, prefix)
         if self.thought_source == "latent":
             latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
-            thought = latent.thought  # [B L D]
-            positions = latent.at(rows, steps, prefix)
-        elif self.thought_source == "constant":
-            thought = self._constant_thought(prefix_norm)  # [B L D]
+            thought, positions = latent.thought, latent.at(rows, steps, prefix)  # [B L D], the N positions'
+        else:
+            thought = self._constant_thought(prefix_norm) if self.thought_source == "constant" else None  # [B L D]
         if self.user_vector == "pass2":
             # one thought token per position, seeing the prefix and the history up to its position only
             sees, position_ids = pass1.thought_masks()
