@@ -58,7 +58,7 @@ class SafeCheckpointMixin:
         share (and overwrite) one file. Here the name also carries the dataset and a random suffix.
     """
 
-    # RecBole's counters, kept in the one TrainState (``self.state``) that checkpoints are written from and resume restores
+    # RecBole's counters live in the one TrainState (self.state) that checkpoints are written from and resume restores
     cur_step = state_view("cur_step")
     best_valid_score = state_view("best_valid_score")
     best_valid_result = state_view("best_valid_result")
