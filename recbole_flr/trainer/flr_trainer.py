@@ -195,12 +195,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def _continue_stage(self, resume):
         r"""After the resumed stage's setup: its optimizer's state (the counters are in the restored ``state``)."""
         self.optimizer.load_state_dict(resume[1])
-        if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
-            self.start_epoch = max(self.start_epoch, self.epochs)
         self.logger.info(
-            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {self.start_epoch - 1}"
+            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {self.state.epoch}"
             + (" (the stage had finished)" if self.state.finished else "")
         )
+        if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
+            self.start_epoch = max(self.start_epoch, self.epochs)
 
     def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch, resume=None):
         r"""The stage's settings; its counters start at ``start_epoch`` unless ``resume``: then the restored state's
@@ -366,7 +366,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                     f"{resume_file} holds GRPO weights but not the GRPO stage's state (SFT score, SFT weights): "
                     "resume from the run's '-last.pth' checkpoint instead."
                 )
-        stage = checkpoint["stage"] if checkpoint.get("last") else "sft"
+        stage = self.state.stage if checkpoint.get("last") else "sft"
         if stage not in self.train_stages:
             raise CheckpointError(
                 f"{resume_file} was written in stage {stage!r}, which train_stages {self.train_stages} does not run."
