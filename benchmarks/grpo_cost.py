@@ -53,26 +53,17 @@ class FirstBatches:
 
 
 def parallel_decode(model):
-    r"""What-if prototype (``--decode parallel``), not the model's code: pass 2 with the G thoughts of a history as G
-    query tokens over ONE copy of its pass-1 KV cache (each thought sees the history and itself, through a 4D mask),
-    instead of repeating the cache G times. Same user vectors up to float rounding; replaces ``model.decode``."""
-    from transformers import DynamicCache
+    r"""What-if prototype (``--decode parallel``), now what ``FLR.decode`` does: pass 2 with the G thoughts of a
+    history as G query tokens over ONE copy of its pass-1 KV cache (each thought sees the history and itself, through
+    the backbone's 4D mask), instead of repeating the cache G times; replaces ``model.decode``."""
 
     def decode(pass1, thought):
         batch, dim = pass1.mask.size(0), thought.size(1)
         group = thought.size(0) // batch
-        history = pass1.attention_mask.bool()[:, None, None, :].expand(batch, 1, group, -1)
-        itself = torch.eye(group, dtype=torch.bool, device=thought.device)[None, None].expand(batch, 1, group, group)
-        allowed = torch.cat([history, itself], dim=-1)  # [B 1 G P+L+G]
-        mask = torch.zeros(allowed.shape, device=thought.device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
+        sees = pass1.attention_mask.bool()[:, None, :].expand(batch, group, -1)  # [B G P+L]
         positions = pass1.thought_position[:, None].expand(batch, group)
-        backbone = model.backbone
-        cache = {backbone._cache_arg: DynamicCache(ddp_cache_data=list(pass1.cache))}  # extended into new tensors
-        out = backbone.body(
-            inputs_embeds=thought.view(batch, group, dim).to(backbone.dtype), attention_mask=mask,
-            position_ids=positions, use_cache=True, **cache,
-        )
-        return model.user_projection(out["last_hidden_state"].float().reshape(batch * group, dim))
+        states = model.backbone.extend(pass1.cache, thought.view(batch, group, dim), positions, sees)
+        return model.user_projection(states.reshape(batch * group, dim))
 
     return decode
 

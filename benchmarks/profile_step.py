@@ -32,7 +32,7 @@ from recbole_flr.quick_start import prepare  # noqa: E402
 SPECS = [
     ("FLR allpos", "FLR", {"train_all_positions": True},
      {"encode": "pass 1 (backbone over the history)", "latent.forward_positions": "latent factors",
-      "_decode_all_positions": "pass 2 (thought tokens)", "item_scores": "item scores", "loss_fct.forward": "cross-entropy",
+      "backbone.extend": "pass 2 (thought tokens)", "item_scores": "item scores", "loss_fct.forward": "cross-entropy",
       "regularisers": "regularisers"}),
     ("SASRecAllPos", "SASRecAllPos", {},
      {"sequence_output": "transformer over the history", "all_positions_forward": "(all_positions_forward)",

@@ -37,7 +37,7 @@ def test_padding_never_changes_the_user_vector(tiny_config_dict, tiny_llm_dir, b
 @pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
 def test_decode_reuses_pass1_without_changing_it(tiny_config_dict, tiny_llm_dir, backbone):
     extra = {} if backbone == "embedded" else {"llm_path": tiny_llm_dir, "llm_prompt": "red"}
-    model, train_data, _ = build(tiny_config_dict, **extra)
+    model, train_data, _ = build(tiny_config_dict, user_vector="pass2", **extra)  # the default head has no pass 2
     model.eval()
     batch = first_batch(train_data)
     with torch.no_grad():
@@ -56,6 +56,28 @@ def test_decode_reuses_pass1_without_changing_it(tiny_config_dict, tiny_llm_dir,
         # the G thought tokens of a history never see each other: each equals its own one-token decode
         torch.testing.assert_close(grouped[0::2], model.decode(pass1, noisy[0::2]), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(grouped[1::2], model.decode(pass1, noisy[1::2]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
+def test_pass2_is_the_next_token_of_one_uncached_pass(tiny_config_dict, tiny_llm_dir, backbone):
+    # DecoderBackbone.extend (cache + 4D mask) against the body reading [prompt][history][thought] with a 2D mask
+    extra = {} if backbone == "embedded" else {"llm_path": tiny_llm_dir, "llm_prompt": "red"}
+    model, train_data, _ = build(tiny_config_dict, user_vector="pass2", **extra)
+    model.eval()
+    batch = first_batch(train_data)
+    seq, length = batch["item_id_list"], batch["item_length"]
+    body = model.backbone
+    with torch.no_grad():
+        pass1 = model.encode(seq, length)
+        thought = model.reason(pass1).thought  # [B D]
+        prompt = body.embed_token_ids(body.prompt_ids)[None].expand(len(seq), -1, -1)
+        inputs = torch.cat([prompt, model.item_embeddings(seq), thought[:, None]], dim=1)
+        mask = torch.cat([pass1.attention_mask, torch.ones(len(seq), 1, dtype=torch.long)], dim=1)
+        positions = torch.arange(mask.size(1))[None].repeat(len(seq), 1)
+        positions[:, -1] = pass1.thought_position
+        out = body.body(inputs_embeds=inputs.to(body.dtype), attention_mask=mask, position_ids=positions)
+        expected = model.user_projection(out["last_hidden_state"][:, -1].float())
+        torch.testing.assert_close(model.decode(pass1, thought), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_full_sort_predict_agrees_with_predict(tiny_config_dict):

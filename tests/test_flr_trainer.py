@@ -118,7 +118,7 @@ def test_a_grpo_epoch_that_ties_sft_neither_overwrites_nor_resets_the_counter(ti
     def valid_epoch(valid_data, show_progress=False):
         score, result = real_valid_epoch(valid_data, show_progress)
         if trainer.stage == "grpo":  # a forced tie with the SFT score
-            grpo_epochs.append(trainer._last_epoch)
+            grpo_epochs.append(trainer.state.epoch)
             return trainer.sft_valid_score, result
         return score, result
 

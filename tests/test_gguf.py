@@ -86,7 +86,7 @@ def test_gguf_backbone_equals_the_save_pretrained_one(tiny_config_dict, tiny_llm
                  {"llm_path": tiny_llm_dir, "llm_gguf_file": gguf_path}):  # fmt: skip
         model, _, _ = build(tiny_config_dict, llm_prompt="red", **keys)
         assert model.backbone.pretrained and model.hidden_size == reference.hidden_size
-        assert torch.equal(model.prompt_ids, reference.prompt_ids)  # the tokenizer came from the GGUF metadata
+        assert torch.equal(model.backbone.prompt_ids, reference.backbone.prompt_ids)  # tokenizer from the GGUF
         torch.testing.assert_close(model.item_text_features, reference.item_text_features)
         model.eval()
         with torch.no_grad():
@@ -172,7 +172,8 @@ def test_real_smollm2_gguf_reads_titles(tiny_config_dict):  # pragma: no cover -
         tiny_config_dict, llm_path=os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf"), llm_prompt="History:"
     )
     assert model.hidden_size == 576 and model.backbone.body.config.num_hidden_layers == 30
-    assert model.prompt_ids.tolist() == model.backbone.tokenizer("History:")["input_ids"] and model.prompt_ids.numel()
+    prompt_ids = model.backbone.prompt_ids
+    assert prompt_ids.tolist() == model.backbone.tokenizer("History:")["input_ids"] and prompt_ids.numel()
     assert torch.isfinite(model.item_text_features).all() and model.item_text_features.abs().sum() > 0
     losses = model.calculate_loss(next(iter(train_data)))
     assert all(torch.isfinite(term) for term in losses)

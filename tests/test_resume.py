@@ -245,3 +245,19 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
     assert torch.equal(draws[3], again[3])
     assert last_checkpoint_file("saved/FLR-tiny-x.pth") == "saved/FLR-tiny-x-last.pth"
+
+
+def test_train_state_round_trips_through_a_last_checkpoint_and_refuses_a_grpo_one_without_its_state():
+    from recbole_flr.trainer.train_state import TrainState
+
+    state = TrainState(epoch=4, stage="grpo", stage_start_epoch=4, cur_step=1, best_valid_score=0.5,
+                       best_valid_result={"ndcg@10": 0.5}, sft_valid_score=0.4, sft_valid_result={"ndcg@10": 0.4},
+                       grpo_best_epoch=None, grpo_sft_weights={"latent.w": torch.ones(2)})  # fmt: skip
+    checkpoint = {**state.to_checkpoint(resume=True, finished=True, rng={"torch": None}), "last": True}
+    restored = TrainState.from_checkpoint(checkpoint, "x-last.pth")
+    assert restored == TrainState(**{**vars(state), "finished": True, "rng": {"torch": None}})
+    best = TrainState.from_checkpoint(state.to_checkpoint(epoch=2), "x.pth")  # a best model: its counters only
+    assert (best.epoch, best.cur_step, best.best_valid_score, best.stage, best.rng) == (2, 1, 0.5, None, None)
+    del checkpoint["grpo_sft_weights"]
+    with pytest.raises(CheckpointError, match="grpo_sft_weights"):
+        TrainState.from_checkpoint(checkpoint, "x-last.pth")

@@ -14,9 +14,9 @@ import torch
 
 from recbole_flr.checkpoint import load_checkpoint
 from recbole_flr.errors import CheckpointError, UserFileNotFoundError, UserInputError
+from recbole_flr.model.item_text import TEXT_FIELDS  # noqa: F401  (re-exported by recbole_flr.explain)
+from recbole_flr.model.item_text import item_texts, resolve_text_field
 from recbole_flr.model.latent_reasoning import attention_cosine, attention_entropy, factor_cosine
-
-TEXT_FIELDS = ("movie_title", "title")
 
 
 def load_flr(model_file):
@@ -50,15 +50,10 @@ def item_titles(dataset, text_field=None):
     """
     tokens = [str(token) for token in dataset.field2id_token[dataset.iid_field]]
     columns = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
-    field = text_field or next((name for name in TEXT_FIELDS if name in columns), None)
+    field = text_field or resolve_text_field("auto", dataset)  # the model's own field, else what FLR would read
     if field is None or field not in columns:
         return tokens
-    words = dataset.field2id_token[field]
-    names = []
-    for token, row in zip(tokens, dataset.item_feat[field].numpy()):
-        title = " ".join(words[row[row > 0]].tolist())
-        names.append(title or token)
-    return names
+    return [title or token for token, title in zip(tokens, item_texts(dataset, [field]))]
 
 
 def user_index(dataset, test_data, user_id):

@@ -76,6 +76,50 @@ def next_items(item_seq, item_seq_len, target):
     return following
 
 
+def real_positions(item_seq, item_seq_len, target):
+    r"""The real positions of right-padded histories, row-major over (b, t), and the item after each.
+
+    Returns:
+        tuple: rows [N] and steps [N] (position t of history b), and their next items [N] (:func:`next_items`).
+    """
+    mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
+    rows, steps = mask.nonzero(as_tuple=True)
+    return rows, steps, next_items(item_seq, item_seq_len, target)[rows, steps]
+
+
+def register_training_windows(model, dataset):
+    r"""Give ``model`` the sorted keys of the training rows it trains on, as the buffer ``training_window_keys``
+    (what :func:`all_positions_loss` and :func:`compact_train_data` look for)."""
+    keys = training_window_keys(dataset, model.max_seq_length)
+    model.register_buffer("training_window_keys", keys, persistent=False)
+    getLogger().info(
+        f"{type(model).__name__} trains all positions: {len(keys)} of {len(dataset.inter_feat)} training rows are "
+        "trained on."
+    )
+
+
+def all_positions_loss(model, interaction):
+    r"""The cross-entropy at every real position of the batch's kept windows (the other rows are skipped).
+
+    Args:
+        model (SequentialRecommender): with ``training_window_keys`` (:func:`register_training_windows`), ``loss_fct``
+            and ``all_positions_forward(item_seq, item_seq_len, target)`` returning (logits [N, n_items], next items
+            [N], and optionally one more output, e.g. FLR's latent output of those positions).
+        interaction (Interaction): a training batch.
+
+    Returns:
+        tuple: the loss, and the forward's extra output (None without one). With no kept row in the batch, a zero
+        loss that still has a graph, and None.
+    """
+    item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    target = interaction[model.POS_ITEM_ID]
+    keep = kept_rows(model.training_window_keys, row_keys(interaction[model.USER_ID], item_seq, item_seq_len, target))
+    if not keep.any():
+        return model.item_embedding.weight.sum() * 0.0, None
+    logits, targets, *extra = model.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
+    return model.loss_fct(logits, targets), (extra[0] if extra else None)
+
+
 class KeptWindowsLoader(TrainDataLoader):
     r"""RecBole's :class:`~recbole.data.dataloader.TrainDataLoader` over the kept windows only, with a batch size
     that keeps the expected number of windows per step (and so the steps per epoch) of the full loader."""

@@ -9,6 +9,7 @@ Both are the decoder body only (no vocabulary-sized LM head) and are driven thro
 import inspect
 import os
 import re
+from dataclasses import dataclass
 from logging import getLogger
 
 import torch
@@ -25,6 +26,61 @@ MAX_TITLE_TOKENS = 32
 TEXT_BATCH_SIZE = 64
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 GGUF_SUFFIX = ".gguf"
+
+
+@dataclass
+class Pass1:
+    r"""FLR's pass 1 of the backbone over a batch of histories (what pass 2 and the latent module need).
+
+    Attributes:
+        hidden (torch.Tensor): last-layer states of the history positions, shape [B, L, D].
+        mask (torch.Tensor): True at real history positions, shape [B, L].
+        cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
+        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L] (see :attr:`input_norm`).
+        last (torch.Tensor): state of the last real position (z_0), shape [B, D].
+        attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
+        thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
+    """
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    cache: tuple
+    norms: torch.Tensor
+    last: torch.Tensor
+    attention_mask: torch.Tensor
+    thought_position: torch.Tensor
+
+    @property
+    def input_norm(self):
+        r"""Mean norm of the real input embeddings, shape [B]: the norm the latent thought is scaled to."""
+        return self.norms.sum(1) / self.mask.sum(1).clamp_min(1)
+
+    @property
+    def prefix_norm(self):
+        r"""Mean norm of the input embeddings up to each position (:attr:`input_norm` of every prefix), shape [B, L]."""
+        return self.norms.cumsum(1) / torch.arange(1, self.mask.size(1) + 1, device=self.mask.device)
+
+    def thought_masks(self, group=None):
+        r"""Where pass 2's thought tokens sit and what they see, for :meth:`DecoderBackbone.extend`.
+
+        Args:
+            group (int, optional): G thoughts per history, each seeing the prefix and the whole history, at position
+                id P + item_seq_len; None: one thought per history position t, seeing the prefix and the history
+                positions <= t, at position id P + t + 1 (``train_all_positions``).
+
+        Returns:
+            tuple: which cached positions each thought sees, bool [B, T, P + L], and their position ids [B, T]
+            (T = G, or L).
+        """
+        if group is not None:
+            sees = self.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
+            return sees, self.thought_position[:, None].expand(-1, group)
+        batch, length = self.mask.shape
+        n_prompt = self.attention_mask.size(1) - length
+        causal = torch.ones(length, length, dtype=torch.bool, device=self.mask.device).tril()
+        prompt = self.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1)  # [B L P]
+        sees = torch.cat([prompt, causal[None] & self.mask[:, None, :]], dim=-1)  # [B L P+L]: history <= t
+        return sees, (n_prompt + 1 + torch.arange(length, device=self.mask.device))[None].expand(batch, -1)
 
 
 class DecoderBackbone(nn.Module):
@@ -45,54 +101,94 @@ class DecoderBackbone(nn.Module):
         params = inspect.signature(body.forward).parameters
         # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # the instruction prefix's token ids (:meth:`set_prompt`), read before every history
+        self.register_buffer("prompt_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def set_prompt(self, text):
+        r"""Read ``text`` (the ``llm_prompt``, tokenised by the LLM's own tokenizer) before every history."""
+        prompt = self.tokenizer(text)["input_ids"]
+        self.prompt_ids = torch.tensor(prompt, dtype=torch.long, device=self.prompt_ids.device)
 
     @property
     def dtype(self):
         return next(self.body.parameters()).dtype
 
-    def _run(self, inputs_embeds, attention_mask, position_ids, cache=None):
-        kwargs = {self._cache_arg: cache} if cache is not None else {}
+    def prefill(self, inputs_embeds, mask):
+        r"""Pass 1 over ``[prompt][inputs]`` (the prompt of :meth:`set_prompt`, none by default).
+
+        Args:
+            inputs_embeds (torch.Tensor): shape [B, L, D].
+            mask (torch.Tensor): True at real tokens, False at padding, shape [B, L].
+
+        Returns:
+            tuple: last-layer states of the inputs [B, L, D] (float32), the KV cache of the prompt and the inputs as
+            a tuple of (keys, values) per layer, and its attention mask [B, P + L] (1 at the prompt and real tokens).
+        """
+        batch, length = mask.shape
+        n_prompt = self.prompt_ids.numel()
+        if n_prompt:
+            prompt = self.embed_token_ids(self.prompt_ids)[None].expand(batch, -1, -1)  # [B P D]
+            inputs_embeds = torch.cat([prompt, inputs_embeds], dim=1)
+        attention_mask = torch.cat([mask.new_ones(batch, n_prompt), mask], dim=1).long()  # [B P+L]
+        position_ids = torch.arange(n_prompt + length, device=mask.device)[None].expand(batch, -1)
         out = self.body(
             inputs_embeds=inputs_embeds.to(self.dtype),
-            attention_mask=attention_mask.long(),
+            attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=True,
-            **kwargs,
         )
-        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
-        return out["last_hidden_state"].float(), new_cache
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        hidden = out["last_hidden_state"].float()[:, n_prompt:]  # [B L D]
+        return hidden, tuple((layer.keys, layer.values) for layer in cache.layers), attention_mask
 
-    def prefill(self, inputs_embeds, attention_mask, position_ids):
-        r"""Pass 1 over the whole input.
-
-        Args:
-            inputs_embeds (torch.Tensor): shape [B, S, D].
-            attention_mask (torch.Tensor): 1 for real tokens, 0 for padding, shape [B, S].
-            position_ids (torch.Tensor): shape [B, S].
-
-        Returns:
-            tuple: last-layer states [B, S, D] (float32) and the KV cache as a tuple of (keys, values) per layer.
-        """
-        hidden, cache = self._run(inputs_embeds, attention_mask, position_ids)
-        return hidden, tuple((layer.keys, layer.values) for layer in cache.layers)
-
-    def step(self, inputs_embeds, attention_mask, position_ids, kv):
-        r"""Pass 2: one extra token per row on top of a pass-1 cache, which is left unchanged.
+    def extend(self, cache, inputs_embeds, position_ids, sees_cache):
+        r"""Pass 2: T more tokens per row after a :meth:`prefill` cache, which is left unchanged. Each new token
+        attends to the cached positions ``sees_cache`` allows and to itself, never to the other new tokens (so T
+        thoughts of one history cost one copy of its cache, not T).
 
         ``DynamicCache.update`` concatenates into new tensors held by a fresh cache object, so the (keys, values)
-        tensors of ``kv`` are never written to and the step can be repeated on the same pass 1.
+        tensors of ``cache`` are never written to and pass 2 can be repeated on the same pass 1.
 
         Args:
-            inputs_embeds (torch.Tensor): shape [B, 1, D].
-            attention_mask (torch.Tensor): shape [B, S + 1].
-            position_ids (torch.Tensor): shape [B, 1].
-            kv (tuple): pass-1 cache from :meth:`prefill`, batch B.
+            cache (tuple): per layer (keys, values) from :meth:`prefill`, batch B, S cached positions.
+            inputs_embeds (torch.Tensor): the new tokens, shape [B, T, D].
+            position_ids (torch.Tensor): their position ids, shape [B, T].
+            sees_cache (torch.Tensor): bool, which cached positions each new token sees, shape [B, T, S].
 
         Returns:
-            torch.Tensor: the new token's last-layer state, shape [B, D] (float32).
+            torch.Tensor: the new tokens' last-layer states, shape [B, T, D] (float32).
         """
-        hidden, _ = self._run(inputs_embeds, attention_mask, position_ids, DynamicCache(ddp_cache_data=kv))
-        return hidden[:, -1]
+        batch, length = sees_cache.shape[:2]
+        itself = torch.eye(length, dtype=torch.bool, device=sees_cache.device)[None].expand(batch, -1, -1)  # [B T T]
+        allowed = torch.cat([sees_cache, itself], dim=-1)  # [B T S+T]
+        additive = torch.zeros(allowed.shape, dtype=self.dtype, device=inputs_embeds.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(self.dtype).min)[:, None]  # [B 1 T S+T]
+        out = self.body(
+            inputs_embeds=inputs_embeds.to(self.dtype),
+            attention_mask=additive,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self._cache_arg: DynamicCache(ddp_cache_data=cache)},
+        )
+        return out["last_hidden_state"].float()
+
+    def frozen_keys(self):
+        r"""The state-dict keys of the frozen pretrained weights (none for a backbone trained from scratch)."""
+        if not self.pretrained:
+            return set()
+        return {key for key, value in self.state_dict(keep_vars=True).items() if not value.requires_grad}
+
+    def embed_titles(self, titles, device):
+        r"""Item titles embedded by :meth:`embed_texts`, rescaled to mean norm 1 (empty titles stay 0): a real LLM's
+        pooled states have norms in the tens (SmolLM2-135M: ~40), which made the text part swamp the ID embedding
+        and start the cross-entropy far above log(n_items).
+
+        Returns:
+            torch.Tensor: shape [len(titles), D], float32 on the CPU.
+        """
+        features = self.embed_texts(titles, device)
+        norms = features.norm(dim=-1)
+        return features / (norms[norms > 0].mean() if (norms > 0).any() else 1.0)
 
     def embed_token_ids(self, token_ids):
         r"""The LLM's own input embeddings of token ids (for the instruction prefix), float32."""
@@ -177,14 +273,19 @@ class SASRecEncoderBackbone(nn.Module):
             layer_norm_eps=1e-12,
         )  # fmt: skip
 
-    def prefill(self, inputs_embeds, attention_mask, position_ids):
-        r"""Pass 1 (see :meth:`DecoderBackbone.prefill`); returns the last-layer states [B, S, D] and no cache."""
-        length = inputs_embeds.size(1)
+    def prefill(self, inputs_embeds, mask):
+        r"""Pass 1 (see :meth:`DecoderBackbone.prefill`): the last-layer states [B, L, D], no cache, the mask."""
+        batch, length = mask.shape
+        position_ids = torch.arange(length, device=mask.device)[None].expand(batch, -1)
         x = self.dropout(self.LayerNorm(inputs_embeds + self.position_embedding(position_ids)))
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-        allowed = causal[None] & attention_mask.bool()[:, None, :]  # [B S S]
+        allowed = causal[None] & mask[:, None, :]  # [B L L]
         extended = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, -10000.0)
-        return self.encoder(x, extended[:, None], output_all_encoded_layers=True)[-1], None
+        return self.encoder(x, extended[:, None], output_all_encoded_layers=True)[-1], None, mask.long()
+
+    def frozen_keys(self):
+        r"""None of its weights is frozen (see :meth:`DecoderBackbone.frozen_keys`)."""
+        return set()
 
 
 def build_embedded_backbone(llm_arch, hidden_size, n_layers, n_heads, inner_size, attn_dropout_prob,

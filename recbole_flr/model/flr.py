@@ -10,66 +10,25 @@ Reference:
 
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from logging import getLogger
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
-from transformers import DynamicCache
 
-from recbole_flr.errors import UserInputError
-from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
-from recbole_flr.model.backbone import add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
+from recbole_flr.model.backbone import Pass1, add_lora, build_embedded_backbone, load_pretrained_backbone
+from recbole_flr.model.flr_settings import check_settings
 from recbole_flr.model.item_text import (
     ItemTextProjection,
     encoder_setting,
+    item_texts,
     load_item_text_features,
     resolve_text_field,
 )
-from recbole_flr.model.latent_reasoning import (
-    FactorizedLatentReasoning,
-    LatentOutput,
-    diversity_loss,
-    orthogonality_loss,
-    sparsity_loss,
-)
-
-#: ``thought_source``: the latent module's thought, a learned constant (control: depth without information), none.
-THOUGHT_SOURCES = ("latent", "constant", "none")
-#: ``user_vector``: the thought decoded by pass 2, pass 1's last state (the backbone alone), the latent state itself.
-USER_VECTORS = ("pass2", "last_state", "latent_state")
-#: ``factor_aggregation``: the gate-weighted sum of the factors (one user vector), or a gate-weighted mixture of the
-#: K factors' softmaxes over the items (one user vector per factor).
-FACTOR_AGGREGATIONS = ("sum", "mixture")
-
-
-@dataclass
-class Pass1:
-    r"""Backbone pass 1 over a batch of histories (what pass 2 and the latent module need).
-
-    Attributes:
-        hidden (torch.Tensor): last-layer states of the history positions, shape [B, L, D].
-        mask (torch.Tensor): True at real history positions, shape [B, L].
-        cache (tuple): per layer (keys, values) of the prefix and history, batch B; never modified.
-        norms (torch.Tensor): norm of each input embedding, 0 on padding, shape [B, L] (see :attr:`input_norm`).
-        last (torch.Tensor): state of the last real position (z_0), shape [B, D].
-        attention_mask (torch.Tensor): 1 at the cached prefix and real history positions, shape [B, P + L].
-        thought_position (torch.Tensor): position id of the thought token (P + item_seq_len), shape [B].
-    """
-
-    hidden: torch.Tensor
-    mask: torch.Tensor
-    cache: tuple
-    norms: torch.Tensor
-    last: torch.Tensor
-    attention_mask: torch.Tensor
-    thought_position: torch.Tensor
-
-    @property
-    def input_norm(self):
-        r"""Mean norm of the real input embeddings, shape [B]: the norm the latent thought is scaled to."""
-        return self.norms.sum(1) / self.mask.sum(1).clamp_min(1)
+from recbole_flr.model.latent_reasoning import FactorizedLatentReasoning, LatentOutput, mixture_log_probs
+from recbole_flr.model.latent_reasoning import diversity_loss, orthogonality_loss, sparsity_loss
 
 
 class FLR(SequentialRecommender):
@@ -123,8 +82,8 @@ class FLR(SequentialRecommender):
         # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
         # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
         self._raw_state = self.user_vector == "latent_state"
-        self._check_config()
-        self._check_head(config["train_stages"])
+        check_settings(self, config["train_stages"])
+        self.train_all_positions = self.train_all_positions is True
 
         # define layers and loss
         if self.llm_path:
@@ -141,10 +100,9 @@ class FLR(SequentialRecommender):
         self._build_text_embedding(config, dataset)  # before LoRA: text features come from the base LLM
         if self.llm_path:
             add_lora(self.backbone, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
-        prompt = self.backbone.tokenizer(self.llm_prompt)["input_ids"] if self.llm_prompt else []
-        self.register_buffer("prompt_ids", torch.tensor(prompt, dtype=torch.long), persistent=False)
-        # the SASRec encoder drops out after its own LayerNorm, as SASRec does
-        own_dropout = getattr(self.backbone, "own_input_dropout", False)
+        if self.llm_prompt:
+            self.backbone.set_prompt(self.llm_prompt)
+        own_dropout = getattr(self.backbone, "own_input_dropout", False)  # SASRec's, after its own LayerNorm
         self.dropout = nn.Dropout(0.0 if own_dropout else self.hidden_dropout_prob)
         self.latent = FactorizedLatentReasoning(
             self.hidden_size, self.n_factors, self.latent_steps, self.initializer_range
@@ -155,18 +113,15 @@ class FLR(SequentialRecommender):
         projection = config["user_projection"]
         self.user_projection = nn.Linear(self.hidden_size, self.hidden_size) if projection else nn.Identity()
         self.loss_fct = nn.CrossEntropyLoss()
-        self._build_training_windows(dataset)
+        if self.train_all_positions:  # the training rows whose every position is trained on
+            register_training_windows(self, dataset)
 
         # parameters initialization
         for name, module in self.named_children():
             # never re-initialise a pretrained or HF-initialised backbone; the SASRec encoder is initialised as SASRec
             if name != "backbone" or self.llm_arch == "sasrec" and not self.llm_path:
                 module.apply(self._init_weights)
-        self._frozen_keys = {
-            "backbone." + key
-            for key, value in self.backbone.state_dict(keep_vars=True).items()
-            if self.backbone.pretrained and not value.requires_grad
-        }
+        self._frozen_keys = {"backbone." + key for key in self.backbone.frozen_keys()}
 
     def _init_weights(self, module):
         """Initialize the weights"""
@@ -189,19 +144,17 @@ class FLR(SequentialRecommender):
         return self.user_vectors(pass1, self.reason(pass1))  # [B D]
 
     def calculate_loss(self, interaction):
-        if self.train_all_positions:
-            return self._all_positions_loss(interaction)
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        pass1 = self.encode(item_seq, item_seq_len)
-        latent = self.reason(pass1)
-        ce = self.loss_fct(self.scores(pass1, latent), interaction[self.POS_ITEM_ID])
+        if self.train_all_positions:  # every position of the batch's kept windows
+            ce, latent = all_positions_loss(self, interaction)
+        else:
+            pass1 = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            latent = self.reason(pass1)
+            ce = self.loss_fct(self.scores(pass1, latent), interaction[self.POS_ITEM_ID])
         orth, div, sparse = self.regularisers(latent)
         return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
     def predict(self, interaction):
-        test_item = interaction[self.ITEM_ID]
-        return self.full_sort_predict(interaction).gather(1, test_item[:, None]).squeeze(1)  # [B]
+        return self.full_sort_predict(interaction).gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)  # [B]
 
     def full_sort_predict(self, interaction):
         pass1 = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
@@ -212,7 +165,7 @@ class FLR(SequentialRecommender):
         mixture`` the log-probabilities log sum_k beta_k softmax(u_k E^T) (so the cross-entropy of either is the
         model's negative log-likelihood)."""
         if self.mixture:
-            return self.mixture_scores(self.user_projection(latent.factor_thoughts), latent.gates)
+            return mixture_log_probs(self.item_scores(self.user_projection(latent.factor_thoughts)), latent.gates)
         return self.item_scores(self.user_vectors(pass1, latent))
 
     def user_vectors(self, pass1, latent):
@@ -221,52 +174,23 @@ class FLR(SequentialRecommender):
             return self.user_projection(pass1.last)
         return self.decode(pass1, latent.thought)
 
-    def mixture_scores(self, users, gates):
-        r"""log sum_k beta_k softmax(u_k E^T): a gate-weighted mixture of the K factors' item distributions.
-
-        Args:
-            users (torch.Tensor): one user vector per factor, shape [N, K, D].
-            gates (torch.Tensor): the mixture weights beta, rows sum to 1, shape [N, K].
-
-        Returns:
-            torch.Tensor: log-probabilities of all items, shape [N, n_items].
-        """
-        log_probs = torch.log_softmax(self.item_scores(users), dim=-1)  # [N K n_items]
-        return torch.logsumexp(log_probs + gates.clamp_min(1e-12).log()[..., None], dim=1)
-
     def encode(self, item_seq, item_seq_len):
-        r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history).
-
-        Returns:
-            Pass1: states, masks, KV cache and what pass 2 needs.
-        """
-        batch, length = item_seq.shape
-        mask = torch.arange(length, device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
+        r"""Pass 1 of the backbone over ``[prompt][history items]`` (right-padded history); returns a :class:`Pass1`
+        (states, masks, KV cache and what pass 2 needs)."""
+        mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]  # [B L]
         emb = self.item_embeddings(item_seq)  # [B L D]
-        norms = emb.norm(dim=-1) * mask  # [B L]
-        inputs = self.dropout(emb)
-        n_prompt = self.prompt_ids.numel()
-        if n_prompt:
-            prompt = self.backbone.embed_token_ids(self.prompt_ids)[None].expand(batch, -1, -1)  # [B P D]
-            inputs = torch.cat([prompt, inputs], dim=1)
-        attention_mask = torch.cat([mask.new_ones(batch, n_prompt), mask], dim=1).long()  # [B P+L]
-        position_ids = torch.arange(n_prompt + length, device=item_seq.device)[None].expand(batch, -1)
-        hidden, cache = self.backbone.prefill(inputs, attention_mask, position_ids)
-        hidden = hidden[:, n_prompt:]  # [B L D]
+        hidden, cache, attention_mask = self.backbone.prefill(self.dropout(emb), mask)  # [B L D], cache, [B P+L]
         last = self.gather_indexes(hidden, item_seq_len - 1)
-        return Pass1(hidden, mask, cache, norms, last, attention_mask, n_prompt + item_seq_len)
+        thought_position = attention_mask.size(1) - mask.size(1) + item_seq_len  # P + item_seq_len
+        return Pass1(hidden, mask, cache, emb.norm(dim=-1) * mask, last, attention_mask, thought_position)
 
     def reason(self, pass1):
-        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`.
-
-        With ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor
-        fields are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none).
-        """
+        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`. With
+        ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor fields
+        are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none)."""
         if self.thought_source == "latent":
             return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm, self.mixture, self._raw_state)
-        thought = None
-        if self.thought_source == "constant":
-            thought = self._constant_thought(pass1.input_norm)
+        thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
         return LatentOutput(thought, None, None, None, None, pass1.mask)
 
     def _constant_thought(self, target_norm):
@@ -275,14 +199,16 @@ class FLR(SequentialRecommender):
         return target_norm[..., None] * unit
 
     def decode(self, pass1, thought):
-        r"""Pass 2: the thought as one extra token on pass 1's KV cache (left unchanged).
+        r"""Pass 2: each thought as one extra token on pass 1's KV cache (left unchanged), seeing the prefix, the
+        history and itself; the G thoughts of a history (GRPO's samples) share ONE copy of its cache: repeating the
+        cache G times cost more than the rest of the GRPO step on amazon-games.
 
         Args:
             pass1 (Pass1): from :meth:`encode`, batch B.
-            thought (torch.Tensor): shape [B', D] with B' = B * G (row i * G + g belongs to history i).
+            thought (torch.Tensor): shape [B * G, D], row i * G + g belonging to history i (G >= 1).
 
         Returns:
-            torch.Tensor: user vectors u, shape [B', D].
+            torch.Tensor: user vectors u, shape [B * G, D].
         """
         if self.user_vector == "latent_state":  # no pass 2: the latent state is the user vector
             return self.user_projection(thought)
@@ -290,16 +216,8 @@ class FLR(SequentialRecommender):
         if thought.size(0) % batch:
             raise ValueError(f"decode got {thought.size(0)} thoughts for {batch} histories (must be a multiple).")
         group = thought.size(0) // batch
-        if group == 1:
-            attention_mask = torch.cat([pass1.attention_mask, pass1.attention_mask.new_ones(batch, 1)], dim=1)
-            position_ids = pass1.thought_position[:, None]  # [B 1]
-            return self.user_projection(self.backbone.step(thought[:, None], attention_mask, position_ids, pass1.cache))
-        # G thoughts of a history as G tokens over ONE copy of its cache, each seeing the history and itself (GRPO):
-        # repeating the cache G times cost more than the rest of the GRPO step on amazon-games
-        history = pass1.attention_mask.bool()[:, None, :].expand(-1, group, -1)  # [B G P+L]
-        itself = torch.eye(group, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1)  # [B G G]
-        position_ids = pass1.thought_position[:, None].expand(-1, group)  # [B G]
-        states = self._run_thoughts(pass1, thought.view(batch, group, -1), torch.cat([history, itself], -1), position_ids)
+        sees, position_ids = pass1.thought_masks(group)
+        states = self.backbone.extend(pass1.cache, thought.view(batch, group, -1), position_ids, sees)  # [B G D]
         return self.user_projection(states.reshape(batch * group, -1))
 
     def item_scores(self, user):
@@ -330,123 +248,36 @@ class FLR(SequentialRecommender):
         return emb + self.text_projection(self.item_text_features[ids])
 
     def regularisers(self, latent_output):
-        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without a latent module)."""
-        if latent_output.factors is None:
+        r"""Unweighted (L_orth, L_div, L_sparse) of the last reasoning step (zeros without latent factors)."""
+        if latent_output is None or latent_output.factors is None:
             zero = self.item_embedding.weight.sum() * 0.0
             return zero, zero, zero
-        return (
-            orthogonality_loss(latent_output.factors),
-            diversity_loss(latent_output.attention),
-            sparsity_loss(latent_output.attention, latent_output.mask),
-        )
+        factors, attention = latent_output.factors, latent_output.attention
+        return orthogonality_loss(factors), diversity_loss(attention), sparsity_loss(attention, latent_output.mask)
 
     def checkpoint_state_dict(self):
         r"""The state dict without the frozen pretrained LLM weights (LoRA adapters and all heads kept)."""
         return {key: value for key, value in self.state_dict().items() if key not in self._frozen_keys}
-
-    def _check_config(self):
-        for key, low in (("n_factors", 1), ("latent_steps", 1), ("hidden_size", 1), ("lora_r", 1)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise UserInputError(f"{key}={value!r} is invalid: it must be an integer >= {low}.")
-        for key in ("lambda_orth", "lambda_div", "lambda_sparse"):
-            if getattr(self, key) < 0:
-                raise UserInputError(f"{key}={getattr(self, key)} is invalid: it must be a float >= 0.")
-        if self.loss_type != "CE":
-            raise UserInputError(f"loss_type='{self.loss_type}' is invalid for FLR: the range is ['CE'].")
-        if self.llm_gguf_file not in (None, "~") and not self.llm_path:
-            raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
-                                 "to the .gguf file itself and llm_gguf_file: ~.")
-        if self.llm_arch == "sasrec" and not self.llm_path and self.user_vector == "pass2":
-            raise UserInputError(
-                "llm_arch: sasrec (RecBole's SASRec encoder) has no KV cache to decode a thought token on: use "
-                "user_vector: latent_state or last_state, or a decoder llm_arch (qwen2, llama, mistral)."
-            )
-        if self.llm_prompt and not self.llm_path:
-            raise UserInputError("llm_prompt needs a pretrained LLM and its tokenizer: set llm_path, or llm_prompt: ~.")
-
-    def _check_head(self, train_stages):
-        r"""The ablation switches (``thought_source``, ``user_vector``, ``factor_aggregation``) and their legal mix."""
-        for key, legal in (("thought_source", THOUGHT_SOURCES), ("user_vector", USER_VECTORS),
-                           ("factor_aggregation", FACTOR_AGGREGATIONS)):  # fmt: skip
-            if getattr(self, key) not in legal:
-                raise UserInputError(f"{key}={getattr(self, key)!r} is invalid: the range is {list(legal)}.")
-        if (self.user_vector == "last_state") != (self.thought_source == "none"):
-            raise UserInputError(
-                f"user_vector={self.user_vector!r} with thought_source={self.thought_source!r}: the backbone-alone "
-                "control is user_vector: last_state with thought_source: none (no latent module, no pass 2); every "
-                "other user_vector needs a thought ('latent' or 'constant')."
-            )
-        if self.thought_source == "constant" and self.user_vector != "pass2":
-            raise UserInputError(
-                "thought_source: constant needs user_vector: pass2 (a constant latent state would give every user the "
-                "same vector)."
-            )
-        if self.mixture and (self.thought_source != "latent" or self.user_vector != "latent_state"):
-            raise UserInputError(
-                "factor_aggregation: mixture scores one user vector per factor from the latent state: it needs "
-                "thought_source: latent and user_vector: latent_state."
-            )
-        if "grpo" in (train_stages or []) and (self.thought_source != "latent" or self.mixture):
-            raise UserInputError(
-                f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
-                "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."
-            )
 
     def _build_text_embedding(self, config, dataset):
         if self.item_text_encoder:  # frozen features of a pretrained LM, through a learned projection
             features = load_item_text_features(config, dataset, self.item_text_field)
             self.item_text = ItemTextProjection(features, self.hidden_size)
             return
-        if self.item_text_only:
-            raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         if self.item_text_field is None:
             return
-        title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
         if not self.llm_path:
+            title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
             self.register_buffer("item_title_ids", title_ids, persistent=False)
             n_words = dataset.num(self.item_text_field)
             self.word_embedding = nn.EmbeddingBag(n_words, self.hidden_size, mode="mean", padding_idx=0)
             return
-        words = dataset.field2id_token[self.item_text_field]
-        titles = [" ".join(words[row[row > 0]].tolist()) for row in title_ids.numpy()]
-        features = self.backbone.embed_texts(titles, self.device)  # [n_items D], float32
-        # a real LLM's pooled states have norms in the tens (SmolLM2-135M: ~40), which made the text part swamp the ID
-        # embedding and start the CE far above log(n_items): rescale to mean norm 1 (empty titles stay 0)
-        norms = features.norm(dim=-1)
-        features = features / (norms[norms > 0].mean() if (norms > 0).any() else 1.0)
+        titles = item_texts(dataset, [self.item_text_field])
+        features = self.backbone.embed_titles(titles, self.device)  # [n_items D], float32, mean norm 1
         # recomputed from the base LLM whenever the model is built, so not written to checkpoints
         self.register_buffer("item_text_features", features, persistent=False)
         self.text_projection = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
         getLogger().info(f"Embedded {len(titles)} item titles ({self.item_text_field}) with the pretrained LLM.")
-
-    # ---------------------------------------------------------------- train_all_positions: one pass per window
-    def _build_training_windows(self, dataset):
-        r"""Keys of the training rows that ``train_all_positions`` trains on (:mod:`~recbole_flr.model.all_positions`)."""
-        if self.train_all_positions in (None, False):
-            self.train_all_positions = False
-            return
-        if self.train_all_positions is not True:
-            raise UserInputError(
-                f"train_all_positions={self.train_all_positions!r} is invalid: it must be True or False."
-            )
-        keys = training_window_keys(dataset, self.max_seq_length)
-        self.register_buffer("training_window_keys", keys, persistent=False)
-        getLogger().info(f"train_all_positions: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
-
-    def _all_positions_loss(self, interaction):
-        r"""The losses of :meth:`calculate_loss` taken at every position of the batch's kept windows."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        target = interaction[self.POS_ITEM_ID]
-        keep = kept_rows(self.training_window_keys, row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target))
-        if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
-            zero = self.item_embedding.weight.sum() * 0.0
-            return zero, zero, zero, zero
-        logits, targets, latent = self.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
-        ce = self.loss_fct(logits, targets)
-        orth, div, sparse = self.regularisers(latent)
-        return ce, self.lambda_orth * orth, self.lambda_div * div, self.lambda_sparse * sparse
 
     def all_positions_forward(self, item_seq, item_seq_len, target):
         r"""Scores at every real position of each history in one pass.
@@ -464,75 +295,21 @@ class FLR(SequentialRecommender):
             tuple: logits [N, n_items] of the N real positions (row-major over (b, t)), their next items [N], and
             the :class:`LatentOutput` of those positions (factors [N, K, D], attention [N, K, L], prefix masks).
         """
-        length = item_seq.size(1)
+        rows, steps, targets = real_positions(item_seq, item_seq_len, target)  # [N] each
         pass1 = self.encode(item_seq, item_seq_len)
-        mask = pass1.mask
-        prefix_norm = pass1.norms.cumsum(1) / torch.arange(1, length + 1, device=mask.device)  # as Pass1.input_norm
-        rows, steps = mask.nonzero(as_tuple=True)  # [N], [N]
-        prefix = mask[rows] & (torch.arange(length, device=mask.device)[None] <= steps[:, None])  # [N L]
-        thought, positions = None, LatentOutput(None, None, None, None, None, prefix)
+        mask, prefix_norm = pass1.mask, pass1.prefix_norm  # [B L] each
+        prefix = mask[rows] & (torch.arange(mask.size(1), device=mask.device)[None] <= steps[:, None])  # [N L]
+        positions = LatentOutput(None, None, None, None, None, prefix)
         if self.thought_source == "latent":
             latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
-            thought = latent.thought  # [B L D]
-            positions = LatentOutput(
-                *(None if field is None else field[rows, steps] for field in (
-                    latent.thought, latent.factors, latent.attention, latent.gates, latent.all_gates)),
-                prefix, None if latent.factor_thoughts is None else latent.factor_thoughts[rows, steps],
-            )  # fmt: skip
-        elif self.thought_source == "constant":
-            thought = self._constant_thought(prefix_norm)  # [B L D]
+            thought, positions = latent.thought, latent.at(rows, steps, prefix)  # [B L D], the N positions'
+        else:
+            thought = self._constant_thought(prefix_norm) if self.thought_source == "constant" else None  # [B L D]
         if self.user_vector == "pass2":
-            state = self._decode_all_positions(pass1, thought)[rows, steps]  # [N D]
+            # one thought token per position, seeing the prefix and the history up to its position only
+            sees, position_ids = pass1.thought_masks()
+            state = self.backbone.extend(pass1.cache, thought, position_ids, sees)[rows, steps]  # [N D]
             logits = self.item_scores(self.user_projection(state))  # [N n_items]
         else:  # no pass 2: each position is scored as :meth:`scores` scores a history ending there
             logits = self.scores(replace(pass1, last=pass1.hidden[rows, steps]), positions)  # [N n_items]
-        return logits, next_items(item_seq, item_seq_len, target)[rows, steps], positions
-
-    def _decode_all_positions(self, pass1, thought):
-        r"""Pass 2 for every position at once: L thought tokens after pass 1's cache (left unchanged), the one of
-        position t seeing the prefix, history positions <= t and itself only (a 4D mask), at position id P + t + 1.
-
-        Args:
-            pass1 (Pass1): from :meth:`encode`, batch B, history length L.
-            thought (torch.Tensor): one thought per position, shape [B, L, D].
-
-        Returns:
-            torch.Tensor: the thought tokens' last-layer states, shape [B, L, D] (float32; padding rows unused).
-        """
-        batch, length = pass1.mask.shape
-        n_prompt = pass1.attention_mask.size(1) - length
-        causal = torch.ones(length, length, dtype=torch.bool, device=thought.device).tril()
-        allowed = torch.cat(
-            [
-                pass1.attention_mask[:, None, :n_prompt].bool().expand(-1, length, -1),  # [B L P]
-                causal[None] & pass1.mask[:, None, :],  # [B L L] history positions <= t
-                torch.eye(length, dtype=torch.bool, device=thought.device)[None].expand(batch, -1, -1),  # itself
-            ],
-            dim=-1,
-        )  # [B L P+2L]
-        position_ids = (n_prompt + 1 + torch.arange(length, device=thought.device))[None].expand(batch, -1)
-        return self._run_thoughts(pass1, thought, allowed, position_ids)
-
-    def _run_thoughts(self, pass1, thoughts, allowed, position_ids):
-        r"""T thought tokens per history after pass 1's cache (left unchanged), under a 4D mask.
-
-        Args:
-            pass1 (Pass1): from :meth:`encode`, batch B.
-            thoughts (torch.Tensor): shape [B, T, D].
-            allowed (torch.Tensor): bool, which cached positions and thought tokens each thought sees, [B, T, P+L+T].
-            position_ids (torch.Tensor): position ids of the thought tokens, [B, T].
-
-        Returns:
-            torch.Tensor: the thought tokens' last-layer states, shape [B, T, D] (float32).
-        """
-        dtype = self.backbone.dtype
-        additive = torch.zeros(allowed.shape, dtype=dtype, device=thoughts.device)
-        additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]  # [B 1 T P+L+T]
-        out = self.backbone.body(
-            inputs_embeds=thoughts.to(dtype),
-            attention_mask=additive,
-            position_ids=position_ids,
-            use_cache=True,
-            **{self.backbone._cache_arg: DynamicCache(ddp_cache_data=pass1.cache)},
-        )
-        return out["last_hidden_state"].float()
+        return logits, targets, positions

@@ -41,6 +41,14 @@ class LatentOutput:
     mask: torch.Tensor
     factor_thoughts: torch.Tensor = None
 
+    def at(self, rows, steps, mask):
+        r"""The outputs of the positions (rows [N], steps [N]) of :meth:`FactorizedLatentReasoning.forward_positions`
+        (each field indexed [B, L, ...] -> [N, ...]), with ``mask`` [N, L] the positions' prefixes."""
+        fields = (self.thought, self.factors, self.attention, self.gates, self.all_gates)
+        picked = [None if field is None else field[rows, steps] for field in fields]
+        factor_thoughts = None if self.factor_thoughts is None else self.factor_thoughts[rows, steps]
+        return LatentOutput(*picked, mask, factor_thoughts)
+
 
 class FactorizedLatentReasoning(nn.Module):
     r"""Iterative multi-factor attention over the history that produces one latent thought.
@@ -260,3 +268,18 @@ def sparsity_loss(attention, mask):
         torch.Tensor: scalar.
     """
     return attention_entropy(attention, mask).mean()
+
+
+def mixture_log_probs(scores, gates):
+    r"""log sum_k beta_k softmax(s_k): a gate-weighted mixture of the K factors' item distributions
+    (``factor_aggregation: mixture``), so its cross-entropy is the mixture's negative log-likelihood.
+
+    Args:
+        scores (torch.Tensor): each factor's item scores u_k E^T, shape [N, K, n_items].
+        gates (torch.Tensor): the mixture weights beta, rows sum to 1, shape [N, K].
+
+    Returns:
+        torch.Tensor: log-probabilities of all items, shape [N, n_items].
+    """
+    log_probs = torch.log_softmax(scores, dim=-1)  # [N K n_items]
+    return torch.logsumexp(log_probs + gates.clamp_min(1e-12).log()[..., None], dim=1)

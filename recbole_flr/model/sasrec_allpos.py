@@ -4,13 +4,11 @@ recbole_flr.model.sasrec_allpos
 RecBole's SASRec trained on every position of a window in one pass, as the original SASRec is.
 """
 
-from logging import getLogger
-
 import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_flr.errors import UserInputError
-from recbole_flr.model.all_positions import kept_rows, next_items, row_keys, training_window_keys
+from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
 from recbole_flr.model.item_text import (
     ItemTextProjection,
     encoder_setting,
@@ -50,9 +48,7 @@ class SASRecAllPos(SASRec):
             self.item_text.projection.weight.data.normal_(mean=0.0, std=self.initializer_range)
         elif self.item_text_only:
             raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
-        keys = training_window_keys(dataset, self.max_seq_length)
-        self.register_buffer("training_window_keys", keys, persistent=False)
-        getLogger().info(f"SASRecAllPos: {len(keys)} of {len(dataset.inter_feat)} training rows are trained on.")
+        register_training_windows(self, dataset)
 
     def item_vectors(self, items=None):
         r"""Item representations of ``items`` (ids of any shape), or the whole table: SASRec's ID embedding, plus
@@ -74,11 +70,9 @@ class SASRecAllPos(SASRec):
 
     def all_positions_forward(self, item_seq, item_seq_len, target):
         r"""(logits [N, n_items] of the N real positions, row-major over (b, t), and their next items [N])."""
-        mask = torch.arange(item_seq.size(1), device=item_seq.device)[None] < item_seq_len[:, None]
-        rows, steps = mask.nonzero(as_tuple=True)
+        rows, steps, following = real_positions(item_seq, item_seq_len, target)
         states = self.sequence_output(item_seq)[rows, steps]  # [N H]
-        logits = torch.matmul(states, self.item_vectors().transpose(0, 1))
-        return logits, next_items(item_seq, item_seq_len, target)[rows, steps]
+        return torch.matmul(states, self.item_vectors().transpose(0, 1)), following
 
     def forward(self, item_seq, item_seq_len):
         r"""SASRec's ``forward`` (the state at the last real position), over :meth:`item_vectors`."""
@@ -93,10 +87,4 @@ class SASRecAllPos(SASRec):
         return torch.matmul(seq_output, self.item_vectors().transpose(0, 1))  # [B n_items]
 
     def calculate_loss(self, interaction):
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        target = interaction[self.POS_ITEM_ID]
-        keep = kept_rows(self.training_window_keys, row_keys(interaction[self.USER_ID], item_seq, item_seq_len, target))
-        if not keep.any():  # no window of this batch is kept: a zero loss that still has a graph
-            return self.item_embedding.weight.sum() * 0.0
-        logits, targets = self.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
-        return self.loss_fct(logits, targets)
+        return all_positions_loss(self, interaction)[0]

@@ -5,17 +5,17 @@ FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one
 """
 
 import math
-from collections import OrderedDict
 
 import torch
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
 
-from recbole_flr.checkpoint import load_checkpoint, load_model_state, plain_result
+from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import read_train_stages
 from recbole_flr.errors import CheckpointError, UserInputError
 from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
+from recbole_flr.trainer.train_state import state_view
 from recbole_flr.trainer.grpo import (
     REWARDS,
     clipped_surrogate,
@@ -100,6 +100,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     """
 
     ITEM_SIDE_MODULES = ("item_embedding", "output_item_embedding", "word_embedding", "text_projection")
+    # the GRPO stage's part of the one TrainState (``self.state``, written to and restored from the last checkpoint)
+    sft_valid_score = state_view("sft_valid_score", "GRPO's bar: the SFT valid score.")
+    sft_valid_result = state_view("sft_valid_result")
+    grpo_best_epoch = state_view("grpo_best_epoch", "The GRPO epoch saved as the best model (None: none saved).")
+    _sft_weights = state_view("grpo_sft_weights")  # detached copies of what GRPO trains, as SFT left them
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -130,19 +135,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 "grpo_trainable='latent+head' with grpo_surrogate='gaussian': the Gaussian log-density reaches only "
                 "the latent module, so the head gets no GRPO gradient (use grpo_surrogate='target_logprob')."
             )
-        self.stage = None
-        self.sft_valid_score = None
-        self.sft_valid_result = None
-        self.grpo_best_epoch = None  # the GRPO epoch saved as the best model (None: none saved)
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
-        self._last_epoch = -1
         self._requires_grad_before = None
-        self._sft_weights = None
         self._reference = None
         self._sft_caller = None
         self._grpo_stats = None
-        self._resume = None  # the last checkpoint being resumed, until its stage starts
-        self._stage_start_epoch = 0
+        self._resume = None  # (stage, optimizer state) of the checkpoint being resumed, until that stage starts
 
     @staticmethod
     def _read(config, key, kind, check, legal):
@@ -157,29 +155,23 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ stages
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        r"""Run the stages of ``train_stages`` in order, each through the epoch loop of RecBole's :meth:`Trainer.fit`.
+        r"""Run the stages of ``train_stages`` still to run (all of them, or the resumed one and those after it) in
+        order, each through the epoch loop of RecBole's :meth:`Trainer.fit`.
 
         Returns:
             (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
         """
         resume, self._resume = self._resume, None
+        stages = self.train_stages[self.train_stages.index(resume[0]) :] if resume else self.train_stages
         with self.timed_fit():  # one clock for the time budget and the "fit" callback over all stages
-            for stage in self.train_stages:
-                if resume is not None and resume["stage"] != stage:  # a stage before the resumed one: done
-                    continue
-                if stage == "sft" and resume is not None and self._resume_finished:
-                    # SFT had finished: go on to GRPO from the point where the interrupted run left SFT
-                    self._resume_finished = False
-                    self.stage, self._last_epoch, resume = "sft", resume["epoch"], None
-                    self._restore_pending_rng(train_data)
-                    continue
+            for stage in stages:
+                resuming, resume = resume, None  # a resumed checkpoint continues its own stage, the first one
                 if stage == "sft":
-                    self._begin_sft()
-                    if resume is not None:
-                        self._continue_stage(resume)
-                elif not self._begin_grpo(valid_data, verbose, saved, show_progress, resume):
+                    begun = self._begin_sft(train_data, resuming)
+                else:
+                    begun = self._begin_grpo(valid_data, verbose, saved, show_progress, resuming)
+                if not begun:
                     continue
-                resume = None
                 self._emit("stage", stage=stage, start_epoch=self.start_epoch, end_epoch=self.epochs)
                 super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 if stage == "grpo":
@@ -200,45 +192,48 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.cur_step += 1
         return self.cur_step > self.stopping_step, False
 
-    def _continue_stage(self, checkpoint):
-        r"""After the stage's own setup: continue it after the checkpoint's epoch with its optimizer and counter."""
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        if self._resume_finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
-            self.start_epoch = max(self.start_epoch, self.epochs)
+    def _continue_stage(self, resume):
+        r"""After the resumed stage's setup: its optimizer's state (the counters are in the restored ``state``)."""
+        self.optimizer.load_state_dict(resume[1])
         self.logger.info(
-            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {checkpoint['epoch']}"
-            + (" (the stage had finished)" if self._resume_finished else "")
+            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {self.state.epoch}"
+            + (" (the stage had finished)" if self.state.finished else "")
         )
+        if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
+            self.start_epoch = max(self.start_epoch, self.epochs)
 
-    def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch):
+    def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch, resume=None):
+        r"""The stage's settings; its counters start at ``start_epoch`` unless ``resume``: then the restored state's
+        (the stage's first epoch, the epoch and early-stopping counter it was written at) stand."""
         self.stage = stage
-        self._stage_start_epoch = start_epoch
-        self.start_epoch = start_epoch
-        self.epochs = start_epoch + epochs
+        if resume is None:
+            self.state.stage_start_epoch, self.start_epoch, self.cur_step = start_epoch, start_epoch, 0
+        self.epochs = self.state.stage_start_epoch + epochs
         self.learning_rate = learning_rate
         self.stopping_step = stopping_step
         self.eval_step = min(self.config["eval_step"], max(epochs, 1))
-        self.cur_step = 0
 
-    def _begin_sft(self):
+    def _begin_sft(self, train_data, resume=None):
+        if resume is not None and self.state.finished:
+            # SFT had finished: GRPO goes on from the point where the interrupted run left SFT
+            self.state.finished = False
+            self._restore_pending_rng(train_data)
+            return False
         # RecBole's own keys keep their meaning
-        self._set_stage("sft", self.config["epochs"], self.config["learning_rate"], self.config["stopping_step"], 0)
+        config = self.config
+        self._set_stage("sft", config["epochs"], config["learning_rate"], config["stopping_step"], 0, resume)
         self.logger.info(set_color("FLR stage [sft]", "pink") + f": epochs {self.start_epoch}..{self.epochs - 1}")
+        if resume is not None:
+            self._continue_stage(resume)
+        return True
 
     def _begin_grpo(self, valid_data, verbose, saved, show_progress, resume=None):
         if self.grpo_epochs == 0:
             self.logger.info(set_color("FLR stage [grpo]", "pink") + ": grpo_epochs is 0, skipped")
             return False
-        if resume is not None:  # the weights, scores and SFT bar come from the last checkpoint
-            self.sft_valid_score = resume["sft_valid_score"]
-            result = resume["sft_valid_result"]
-            self.sft_valid_result = None if result is None else OrderedDict(result)
+        if resume is not None:  # the weights, scores and SFT bar come from the restored state
             return self._start_grpo(resume)
         sft_ran = self.stage == "sft"
-        if not sft_ran:
-            self._last_epoch = self.start_epoch - 1  # after resume_checkpoint, GRPO numbers on from its epoch
         if not self.config["single_spec"]:
             torch.distributed.barrier()  # rank 0 has written the SFT checkpoint that every rank reads
         if sft_ran and saved:
@@ -253,7 +248,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
             self.stage = "sft"  # the checkpoint's label for "weights from before GRPO"
             if saved:
-                self._save_checkpoint(self._last_epoch, verbose=verbose)
+                self._save_checkpoint(self.state.epoch, verbose=verbose)
         self.sft_valid_score, self.sft_valid_result = self.best_valid_score, self.best_valid_result
         return self._start_grpo(None)
 
@@ -268,7 +263,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if resume is None:
             self._sft_weights = {n: p.detach().clone() for n, p in trained.items()}
         else:
-            self._sft_weights = {n: v.to(self.device) for n, v in resume["grpo_sft_weights"].items()}
+            self._sft_weights = {n: v.to(self.device) for n, v in self._sft_weights.items()}
             if set(self._sft_weights) != set(trained):
                 raise CheckpointError(
                     "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
@@ -277,9 +272,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._sft_caller = _Call(self.model)
         self._reference = (self._sft_caller, self._sft_weights) if self.grpo_beta > 0 else None
 
-        start = self._last_epoch + 1 if resume is None else resume["stage_start_epoch"]
-        self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, start)
-        self.grpo_best_epoch = None if resume is None else resume["grpo_best_epoch"]
+        # GRPO's epochs number on from the last one trained (SFT's, or the resumed checkpoint's)
+        self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, self.start_epoch,
+                        resume)  # fmt: skip
+        if resume is None:
+            self.grpo_best_epoch = None
         self.optimizer = self._build_optimizer()
         if resume is not None:
             self._continue_stage(resume)
@@ -357,22 +354,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             self.grpo_best_epoch = epoch
         super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
 
-    def _checkpoint_state(self, epoch):
-        state = super()._checkpoint_state(epoch)
-        state["stage"] = self.stage  # which stage's weights these are: "sft" when the SFT checkpoint stands
-        return state
-
-    def _resume_state(self, finished):
-        state = super()._resume_state(finished)
-        # "stage" (from _checkpoint_state) is the stage being trained; the GRPO stage also needs its bar and weights
-        state["stage_start_epoch"] = self._stage_start_epoch
-        if self.stage == "grpo":
-            state["sft_valid_score"] = float(self.sft_valid_score)
-            state["sft_valid_result"] = plain_result(self.sft_valid_result)
-            state["grpo_best_epoch"] = self.grpo_best_epoch
-            state["grpo_sft_weights"] = self._sft_weights
-        return state
-
     def resume_checkpoint(self, resume_file):
         r"""Continue an interrupted run: a last checkpoint resumes the stage it was written in (SFT or GRPO) after its
         epoch; a best-model checkpoint resumes SFT after its epoch (see the class notes)."""
@@ -385,21 +366,19 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                     f"{resume_file} holds GRPO weights but not the GRPO stage's state (SFT score, SFT weights): "
                     "resume from the run's '-last.pth' checkpoint instead."
                 )
-            checkpoint = {**checkpoint, "stage": "sft"}
-        stage = checkpoint["stage"]
+        stage = self.state.stage if checkpoint.get("last") else "sft"
         if stage not in self.train_stages:
             raise CheckpointError(
                 f"{resume_file} was written in stage {stage!r}, which train_stages {self.train_stages} does not run."
             )
-        self._resume = checkpoint
+        self._resume = (stage, checkpoint["optimizer"])
         self.logger.info(
             f"Checkpoint {resume_file} loaded: stage {stage}, epoch {checkpoint['epoch']}"
-            + (" (the stage had finished)" if self._resume_finished else "")
+            + (" (the stage had finished)" if self.state.finished else "")
         )
 
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self._last_epoch = epoch_idx
         self._epoch_batches = len(train_data)
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

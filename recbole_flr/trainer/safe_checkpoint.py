@@ -12,7 +12,6 @@ at the end of the last finished epoch (weights, optimizer, early-stopping counte
 import os
 import time
 import uuid
-from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
@@ -30,10 +29,10 @@ from recbole_flr.checkpoint import (
     load_checkpoint,
     load_model_state,
     plain_config,
-    plain_result,
     set_rng_state,
 )
 from recbole_flr.errors import CheckpointError, NonFiniteLossError
+from recbole_flr.trainer.train_state import TrainState, state_view
 
 
 class SafeCheckpointMixin:
@@ -59,7 +58,23 @@ class SafeCheckpointMixin:
         share (and overwrite) one file. Here the name also carries the dataset and a random suffix.
     """
 
+    # RecBole's counters live in the one TrainState (self.state) that checkpoints are written from and resume restores
+    cur_step = state_view("cur_step")
+    best_valid_score = state_view("best_valid_score")
+    best_valid_result = state_view("best_valid_result")
+    stage = state_view("stage", "FLRTrainer's stage being trained (``sft`` or ``grpo``); None for other trainers.")
+
+    @property
+    def start_epoch(self):
+        r"""int: the next epoch ``fit`` trains (RecBole's name; the counter is ``state.epoch``)."""
+        return self.state.epoch + 1
+
+    @start_epoch.setter
+    def start_epoch(self, value):
+        self.state.epoch = value - 1
+
     def __init__(self, config, model):
+        self.state = TrainState()  # before RecBole's __init__, which sets its counters
         if not config["single_spec"] and config["device"].type == "cpu":
             # RecBole wraps the model in DistributedDataParallel(device_ids=[rank]), which only GPU modules accept
             config["single_spec"] = True
@@ -74,14 +89,11 @@ class SafeCheckpointMixin:
             torch.distributed.broadcast_object_list(names, src=0)  # every rank reads the file rank 0 writes
             name = names[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
-        self.stage = getattr(self, "stage", None)  # FLRTrainer: "sft" or "grpo" while a stage trains
         self._in_fit = False  # inside fit: each epoch's start writes the last checkpoint of the one before
         self._save_last = False
-        self._fit_epoch = None  # the epoch this fit trains (or last trained)
+        self._epoch_open = False  # an epoch of this fit has started: the next one's start completes it
         self._train_data = None
         self._loss_position = [None, -1]  # (epoch, batch) of the loss _check_nan sees
-        self._pending_rng = None  # a resumed run's random states, restored when its first epoch starts
-        self._resume_finished = False  # the resumed run's fit had ended: the next fit trains nothing
         self.time_budget = None  # seconds of training (every fit stage together); None or 0: no limit
         self.budget_spent = False  # the budget ended training (after the epoch that spent it)
         self.callbacks = []
@@ -92,18 +104,22 @@ class SafeCheckpointMixin:
         r"""str: the resumable checkpoint written after every epoch, beside ``saved_model_file``."""
         return last_checkpoint_file(self.saved_model_file)
 
-    def _checkpoint_state(self, epoch):
+    def _checkpoint_state(self, epoch=None, resume=False, finished=False):
+        r"""A checkpoint: plain config, the trained weights, the optimizer and :attr:`state` (see
+        :meth:`TrainState.to_checkpoint`); with ``resume``, a last checkpoint."""
         config = plain_config(self.config)
         config.pop("resume_from", None)  # how this process started, not what the run is
-        return {
+        checkpoint = {
             "config": config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
             "state_dict": checkpoint_state_dict(self.model),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
+        rng = get_rng_state(getattr(self._train_data, "generator", None)) if resume else None
+        checkpoint.update(self.state.to_checkpoint(epoch, resume, finished, rng))
+        if resume:
+            checkpoint.update(last=True, best_model_file=os.path.basename(self.saved_model_file))
+        return checkpoint
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -114,30 +130,19 @@ class SafeCheckpointMixin:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     # ------------------------------------------------------------------ last checkpoint and resume
-    def _resume_state(self, finished):
-        r"""What the last checkpoint holds beyond the best model's keys."""
-        return {
-            "last": True,
-            "fit_finished": bool(finished),
-            "best_valid_result": plain_result(self.best_valid_result),
-            "best_model_file": os.path.basename(self.saved_model_file),
-            "rng": get_rng_state(getattr(self._train_data, "generator", None)),
-        }
-
-    def _save_last_checkpoint(self, epoch, finished):
+    def _save_last_checkpoint(self, finished):
+        r"""The last checkpoint, at :attr:`state`'s epoch (complete: trained, validated, counted, best model saved)."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
-        state = self._checkpoint_state(epoch)
-        state.update(self._resume_state(finished))
-        atomic_torch_save(state, self.last_model_file)
+        atomic_torch_save(self._checkpoint_state(resume=True, finished=finished), self.last_model_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self._resume_finished:
+        if self.state.finished:
             # the interrupted run had finished this fit; RecBole's fit would save the current weights as the best
-            self._resume_finished = False
+            self.state.finished = False
             self._restore_pending_rng(train_data)
             return self.best_valid_score, self.best_valid_result
-        self._in_fit, self._save_last, self._fit_epoch, self._train_data = True, saved, None, train_data
+        self._in_fit, self._save_last, self._epoch_open, self._train_data = True, saved, False, train_data
         try:
             with self.timed_fit():
                 if type(self)._recbole_fit() is Trainer.fit:
@@ -147,8 +152,7 @@ class SafeCheckpointMixin:
         finally:
             self._in_fit = False
         if saved:
-            epoch = self.start_epoch - 1 if self._fit_epoch is None else self._fit_epoch
-            self._save_last_checkpoint(epoch, finished=True)
+            self._save_last_checkpoint(finished=True)
         return result
 
     @classmethod
@@ -290,11 +294,11 @@ class SafeCheckpointMixin:
         return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self._in_fit:
-            if self._save_last and self._fit_epoch is not None:
-                # the previous epoch is complete (trained, validated, early stopping counted, best model saved)
-                self._save_last_checkpoint(self._fit_epoch, finished=False)
-            self._fit_epoch = epoch_idx
+        if self._in_fit and self._save_last and self._epoch_open:
+            # the previous epoch is complete (trained, validated, early stopping counted, best model saved)
+            self._save_last_checkpoint(finished=False)
+        self._epoch_open = self._in_fit
+        self.state.epoch = epoch_idx
         self._restore_pending_rng(train_data)
         self._loss_position = [epoch_idx, -1]
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -316,13 +320,13 @@ class SafeCheckpointMixin:
         )
 
     def _restore_pending_rng(self, train_data):
-        if self._pending_rng is not None:
-            set_rng_state(self._pending_rng, getattr(train_data, "generator", None))
-            self._pending_rng = None
+        if self.state.rng is not None:
+            set_rng_state(self.state.rng, getattr(train_data, "generator", None))
+            self.state.rng = None
 
     def _read_resume_checkpoint(self, resume_file):
-        r"""Load ``resume_file``, check it is this model's, restore the weights and the counters common to every
-        trainer, and point ``saved_model_file`` at the original run's best model.
+        r"""Load ``resume_file``, check it is this model's, restore the weights and :attr:`state` (the one place a run's
+        progress is restored), and point ``saved_model_file`` at the original run's best model.
 
         Returns:
             dict: the checkpoint.
@@ -339,10 +343,6 @@ class SafeCheckpointMixin:
             self.saved_model_file = best_checkpoint_file(resume_file) or os.path.join(
                 os.path.dirname(resume_file), checkpoint["best_model_file"]
             )
-            self._pending_rng = checkpoint["rng"]
-            self._resume_finished = checkpoint["fit_finished"]
-            result = checkpoint["best_valid_result"]
-            self.best_valid_result = None if result is None else OrderedDict(result)
             current = plain_config(self.config)
             changed = sorted(
                 k for k in set(saved) | set(current)
@@ -360,10 +360,11 @@ class SafeCheckpointMixin:
                 "epoch from its weights and optimizer, but without the random states and counters of the interrupted "
                 "run, so not on the same trajectory."
             )
+        state = TrainState.from_checkpoint(checkpoint, resume_file)
+        if not checkpoint.get("last"):  # a best-model checkpoint has no result: the run's (None) stands
+            state.best_valid_result = self.best_valid_result
         load_model_state(self.model, checkpoint, resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
+        self.state = state
         return checkpoint
 
     def resume_checkpoint(self, resume_file):
@@ -377,7 +378,7 @@ class SafeCheckpointMixin:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(
             f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}"
-            + (" (its training had finished)" if self._resume_finished else "")
+            + (" (its training had finished)" if self.state.finished else "")
         )
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
