@@ -123,7 +123,8 @@ def _worker(spec_file):
     from recbole_flr.utils import get_trainer
 
     budget = spec["time_budget"]
-    state = {"start": None, "cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False}
+    state = {"start": None, "cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False,
+             "test_data": None, "sft_test": None, "sft_valid": None}
 
     def over_budget():
         return budget and state["start"] is not None and time.time() - state["start"] > budget
@@ -190,15 +191,31 @@ def _worker(spec_file):
                 tick = time.time()
                 out = super()._train_epoch(Budgeted(train_data, record), epoch_idx, loss_func, show_progress)
                 record["train_s"] = time.time() - tick
+                if record["stage"] == "grpo" and getattr(self, "_grpo_stats", None):
+                    record["grpo_stats"] = self.grpo_epoch_stats()  # reward, signal_share, clip_frac, ...
                 state["epochs"].append(record)
                 return out
+
+            def _begin_grpo(self, *args, **kwargs):
+                started = super()._begin_grpo(*args, **kwargs)
+                if started and state["test_data"] is not None:
+                    # the SFT checkpoint GRPO starts from, tested here: the bar for GRPO's test figures too
+                    state["sft_valid"] = {k: float(v) for k, v in (self.sft_valid_result or {}).items()}
+                    state["sft_test"] = {k: float(v) for k, v in self.evaluate(state["test_data"], load_best_model=False).items()}
+                return started
 
             def _valid_epoch(self, valid_data, show_progress=False):
                 tick = time.time()
                 score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
-                state["valid"].append({"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
-                                       "stage": getattr(self, "stage", "train"), "valid_s": time.time() - tick,
-                                       "score": float(score)})
+                entry = {"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
+                         "stage": getattr(self, "stage", "train"), "valid_s": time.time() - tick,
+                         "score": float(score)}
+                if entry["stage"] == "grpo" and state["test_data"] is not None:
+                    # recorded, never used for selection: GRPO's test figure at its best valid epoch, also when
+                    # that epoch does not beat SFT and its weights are not the ones finally tested
+                    entry["valid_result"] = {k: float(v) for k, v in result.items()}
+                    entry["test_result"] = {k: float(v) for k, v in self.evaluate(state["test_data"], load_best_model=False).items()}
+                state["valid"].append(entry)
                 return score, result
 
             def evaluate(self, eval_data, *args, **kwargs):
@@ -213,6 +230,14 @@ def _worker(spec_file):
         return Instrumented
 
     quick_start.get_trainer = instrumented_get_trainer
+    real_data_preparation = quick_start.data_preparation
+
+    def data_preparation(config, dataset):
+        train_data, valid_data, test_data = real_data_preparation(config, dataset)
+        state["test_data"] = test_data
+        return train_data, valid_data, test_data
+
+    quick_start.data_preparation = data_preparation
     result = quick_start.run_recbole_flr(
         spec["model"], spec["dataset"], config_file_list=[os.path.join(ROOT, PROTOCOL)],
         config_dict=spec["config"], saved=True,
@@ -223,6 +248,7 @@ def _worker(spec_file):
         "best_valid_score": float(result["best_valid_score"]),
         "epochs": state["epochs"], "valid": state["valid"], "fit_s": state.get("fit_s"), "test": state["test"],
         "cut": state["cut"], "torch_threads": torch.get_num_threads(),
+        "sft_valid_result": state["sft_valid"], "sft_test_result": state["sft_test"],
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
     with open(spec["out"], "w") as f:
@@ -354,6 +380,28 @@ def _summarise(raw):
         "infer_users_per_s": test.get("users", 0) / test["seconds"] if test.get("seconds") else None,
         "learning_curve": [(v["epoch"], v["stage"], v["score"]) for v in valid],
         "epoch_records": epochs, "torch_threads": raw["torch_threads"], "peak_gpu_mb": raw.get("peak_gpu_mb"),
+        **_grpo_summary(raw),
+    }
+
+
+def _grpo_summary(raw):
+    r"""With a GRPO stage: the SFT checkpoint's valid and test results (GRPO's starting point), GRPO's best epoch on
+    valid with its valid and test results (recorded whether or not it beat SFT), the mean share of groups with a
+    non-zero advantage, and s/epoch of GRPO. Empty without a GRPO stage."""
+    grpo_valid = [v for v in raw["valid"] if v["stage"] == "grpo" and "test_result" in v]
+    if not raw.get("sft_test_result") or not grpo_valid:
+        return {}
+    best = max(grpo_valid, key=lambda v: v["score"])  # the first of equal scores, as strict early stopping keeps
+    grpo_epochs = [e for e in raw["epochs"] if e["stage"] == "grpo" and not e["cut"]]
+    stats = [e["grpo_stats"] for e in grpo_epochs if e.get("grpo_stats")]
+    return {
+        "sft_valid_result": raw["sft_valid_result"], "sft_test_result": raw["sft_test_result"],
+        "grpo_best_epoch": best["epoch"], "grpo_best_valid_result": best["valid_result"],
+        "grpo_best_test_result": best["test_result"],
+        "grpo_curve": [(v["epoch"], v["score"], v["test_result"].get("ndcg@10")) for v in grpo_valid],
+        "grpo_epoch_s": sum(e["train_s"] for e in grpo_epochs) / len(grpo_epochs) if grpo_epochs else None,
+        "grpo_signal_share": sum(s["signal_share"] for s in stats) / len(stats) if stats else None,
+        "grpo_stats": stats,
     }
 
 

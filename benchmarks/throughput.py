@@ -32,6 +32,7 @@ Prints a table and writes benchmarks/results/throughput-<device>-<shape>[-<datas
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -139,12 +140,20 @@ def grpo_loss_fn(model, config):
     trainer would also open a checkpoint folder and a TensorBoard writer)."""
     from recbole_flr.trainer.flr_trainer import FLRTrainer
 
+    from recbole_flr.trainer.grpo import REWARDS
+
+    # one update per rollout: every timed step draws a rollout and updates once (a GRPO step at its full cost)
     trainer = types.SimpleNamespace(
         model=model, grpo_num_generations=config["grpo_num_generations"], grpo_noise_std=config["grpo_noise_std"],
         grpo_noise_free_first=config["grpo_noise_free_first"], grpo_reward=config["grpo_reward"],
-        grpo_surrogate=config["grpo_surrogate"], grpo_epsilon=config["grpo_epsilon"],
-        grpo_epsilon_high=config["grpo_epsilon_high"], grpo_beta=0.0, _reference=None, _grpo_stats=None,
+        grpo_epsilon=config["grpo_epsilon"], grpo_epsilon_high=config["grpo_epsilon_high"], grpo_beta=0.0,
+        grpo_updates_per_rollout=1, grpo_scale_rewards=config["grpo_scale_rewards"], grpo_trainable="latent",
+        _reward_fn=functools.partial(REWARDS[config["grpo_reward"]], **(
+            {"temperature": config["grpo_reward_temperature"]} if config["grpo_reward"] == "soft_ndcg" else {})),
+        _reference=None, _grpo_stats=None, _rollout=None,
+        _rollout_uses=0,
     )  # fmt: skip
+    trainer._draw_rollout = lambda interaction: FLRTrainer._draw_rollout(trainer, interaction)
     return lambda interaction: FLRTrainer._grpo_loss(trainer, interaction)
 
 
