@@ -561,6 +561,28 @@ def aggregate(rows):
     return sorted(out, key=lambda e: (order.get(e["model"], 99), e["variant"]))
 
 
+def _grpo_table(rows):
+    r"""Per run with a GRPO stage: its SFT checkpoint against GRPO's best valid epoch (valid and test NDCG@10 and
+    Recall@10; GRPO's test is recorded at that epoch even when it did not beat SFT and SFT's weights were tested),
+    the share of groups with a non-zero advantage and the cost of an epoch of each stage."""
+    runs = [r for r in rows if "error" not in r and r.get("grpo_best_valid_result")]
+    if not runs:
+        return []
+    lines = ["", "GRPO against the SFT checkpoint it starts from, per run (valid / test; GRPO: its best valid epoch):",
+             "", "| Variant | Seed | SFT NDCG@10 | GRPO NDCG@10 | SFT Recall@10 | GRPO Recall@10 | GRPO best epoch "
+             "| groups with signal | SFT s/epoch | GRPO s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        sv, st, gv, gt = (r["sft_valid_result"], r["sft_test_result"], r["grpo_best_valid_result"],
+                          r["grpo_best_test_result"])
+        pair = lambda v, t, m: f"{v[m]:.4f} / {t[m]:.4f}"  # noqa: E731
+        share = r.get("grpo_signal_share")
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {pair(sv, st, 'ndcg@10')} | {pair(gv, gt, 'ndcg@10')} | "
+            f"{pair(sv, st, 'recall@10')} | {pair(gv, gt, 'recall@10')} | {r['grpo_best_epoch']} | "
+            f"{'' if share is None else f'{share:.2f}'} | {r['epoch_s']:.1f} | {r['grpo_epoch_s']:.1f} |")
+    return lines
+
+
 def _fmt(pair, digits=4, plus=True):
     mean, std = pair
     if mean is None:
@@ -598,6 +620,7 @@ def markdown(dataset, rows, meta):
               "| Model | Variant | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for e in agg:
         lines.append(f"| {e['model']} | {e['variant']} | " + " | ".join(_fmt(e[m], 4, False) for m in METRICS) + " |")
+    lines += _grpo_table(rows)
     lines += ["", "Runs (each line's command reproduces it; `run_recbole_flr.py` equivalents, without the budget, "
               f"are in `benchmarks/results/compare-{dataset}.json`):", ""]
     for row in rows:
