@@ -149,7 +149,8 @@ def grpo_loss_fn(model, config):
         grpo_epsilon=config["grpo_epsilon"], grpo_epsilon_high=config["grpo_epsilon_high"], grpo_beta=0.0,
         grpo_updates_per_rollout=1, grpo_scale_rewards=config["grpo_scale_rewards"], grpo_trainable="latent",
         _reward_fn=functools.partial(REWARDS[config["grpo_reward"]], **(
-            {"temperature": config["grpo_reward_temperature"]} if config["grpo_reward"] == "soft_ndcg" else {})),
+            {"temperature": config["grpo_reward_temperature"],
+             "relative": config["grpo_reward_temperature_relative"]} if config["grpo_reward"] == "soft_ndcg" else {})),
         _reference=None, _grpo_stats=None, _rollout=None,
         _rollout_uses=0,
     )  # fmt: skip

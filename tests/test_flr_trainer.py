@@ -256,6 +256,7 @@ def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
         ("grpo_updates_per_rollout", 0),
         ("grpo_reward_temperature", 0.0),
         ("grpo_scale_rewards", "yes"),
+        ("grpo_reward_temperature_relative", 1),
     ],
 )
 def test_invalid_stage_keys_raise_naming_the_key(tiny_config_dict, key, value):

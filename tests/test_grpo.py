@@ -216,6 +216,19 @@ def test_reward_soft_ndcg_tends_to_the_rank_and_separates_samples_outside_the_to
     assert soft[0] > soft[1] > 0
 
 
+def test_reward_soft_ndcg_relative_temperature_is_scale_free():
+    # real items score 2, 1, 0: population std sqrt(2/3); relative tau 1 -> tau = sqrt(2/3) in score units
+    logits = torch.tensor([[9.0, 2.0, 1.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([1])
+    tau = math.sqrt(2 / 3)
+    soft_rank = 1 + 1 / (1 + math.exp(1 / tau)) + 1 / (1 + math.exp(2 / tau))
+    expected = torch.tensor([1 / math.log2(1 + soft_rank)], dtype=torch.float64)
+    torch.testing.assert_close(reward_soft_ndcg(logits, target, relative=True), expected)
+    # every score times 3 (a longer user vector): the absolute reward rises, the relative one does not move
+    assert reward_soft_ndcg(3 * logits, target) > reward_soft_ndcg(logits, target)
+    torch.testing.assert_close(reward_soft_ndcg(3 * logits, target, relative=True), expected)
+
+
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_sample_ranking_the_target_first_gets_the_maximum_reward(name):
     # a group of G = 4 samples: permutations of one score vector; only sample 2 puts the target (item 3) first

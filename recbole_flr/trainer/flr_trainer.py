@@ -190,9 +190,14 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.grpo_reward_temperature = self._read(
             config, "grpo_reward_temperature", float, lambda v: v > 0, "> 0"
         )
+        self.grpo_reward_temperature_relative = self._read(
+            config, "grpo_reward_temperature_relative", bool, None, "True or False"
+        )
         reward = REWARDS[self.grpo_reward]
         if self.grpo_reward == "soft_ndcg":
-            reward = functools.partial(reward, temperature=self.grpo_reward_temperature)
+            reward = functools.partial(
+                reward, temperature=self.grpo_reward_temperature, relative=self.grpo_reward_temperature_relative
+            )
         self._reward_fn = reward
         api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
         missing = [name for name in api if not hasattr(model, name)]

@@ -197,7 +197,7 @@ def reward_reciprocal_rank(logits, target):
     return 1.0 / _pessimistic_rank(logits, target).to(logits.dtype)
 
 
-def reward_soft_ndcg(logits, target, temperature=1.0):
+def reward_soft_ndcg(logits, target, temperature=1.0, relative=False):
     r"""Reward: a smooth NDCG of the single relevant item over the full ranking [ApproxNDCG eq. 9],
     :math:`1 / \log_2(1 + \tilde r)` with the soft rank
     :math:`\tilde r = 1 + \sum_{j \ge 1, j \ne i^*} \sigma((s_j - s_{i^*}) / \tau)` (padding column 0 excluded).
@@ -208,10 +208,16 @@ def reward_soft_ndcg(logits, target, temperature=1.0):
     Unlike the log-probability (the SFT loss), it weighs the items scored near the target, not the whole softmax
     mass, and its gain is steepest near the top of the ranking.
 
+    With an absolute :math:`\tau` a longer user vector (all scores times c > 1) sharpens the sigmoids and raises the
+    reward of a target scored above most items without changing any rank: a direction the policy can climb for
+    nothing. ``relative=True`` measures :math:`\tau` in units of each row's score std over the real items
+    (population std, detached), which makes the reward invariant to that scale.
+
     Args:
         logits (torch.Tensor): item scores, shape [N, I].
         target (torch.Tensor): target item ids (>= 1), shape [N].
         temperature (float): :math:`\tau` in score units, ``grpo_reward_temperature``.
+        relative (bool): :math:`\tau` times each row's score std, ``grpo_reward_temperature_relative``.
 
     Returns:
         torch.Tensor: rewards in (0, 1], shape [N], no grad.
@@ -219,6 +225,8 @@ def reward_soft_ndcg(logits, target, temperature=1.0):
     logits = logits.detach()
     target = target.reshape(-1, 1)
     target_score = logits.gather(1, target)  # [N 1]
+    if relative:
+        temperature = temperature * logits[:, 1:].std(dim=1, unbiased=False, keepdim=True).clamp_min(1e-12)  # [N 1]
     above = torch.sigmoid((logits[:, 1:] - target_score) / temperature).sum(dim=1)  # [N]; includes the target: 1/2
     soft_rank = 1.0 + above - 0.5
     return 1.0 / torch.log2(1.0 + soft_rank)
