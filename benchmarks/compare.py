@@ -126,16 +126,37 @@ def _worker(spec_file):
     torch.set_num_threads(spec["threads"])
     import recbole_flr.quick_start as quick_start
 
-    state = {"cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False}
+    state = {"cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False, "test_data": None,
+             "sft_test": None, "sft_valid": None}  # fmt: skip
+
+    def tested(trainer):
+        r"""The trainer's current weights on the test set (recorded, never used for selection)."""
+        return {k: float(v) for k, v in trainer.evaluate(state["test_data"], load_best_model=False).items()}
 
     def record(event, info):
         r"""The trainer's callback: its epoch, validation and test records, as the run's JSON keeps them."""
-        if event == "train_epoch":
-            state["epochs"].append({k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut",
-                                                         "n_batches", "train_s")})  # fmt: skip
+        trainer = info.get("trainer")
+        if event == "prepared":
+            state["test_data"] = info["test_data"]
+        elif event == "stage" and info["stage"] == "grpo" and state["test_data"] is not None:
+            # the SFT checkpoint GRPO starts from, tested here: the bar for GRPO's test figures too
+            state["sft_valid"] = {k: float(v) for k, v in (trainer.sft_valid_result or {}).items()}
+            state["sft_test"] = tested(trainer)
+        elif event == "train_epoch":
+            entry = {k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches",
+                                          "train_s")}  # fmt: skip
+            if info["stage"] == "grpo" and getattr(trainer, "_grpo_stats", None):
+                entry["grpo_stats"] = trainer.grpo_epoch_stats()  # reward, signal_share, clip_frac, ...
+            state["epochs"].append(entry)
         elif event == "valid_epoch":
-            state["valid"].append({"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
-                                   "stage": info["stage"], "valid_s": info["valid_s"], "score": info["score"]})
+            entry = {"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None, "stage": info["stage"],
+                     "valid_s": info["valid_s"], "score": info["score"]}  # fmt: skip
+            if info["stage"] == "grpo" and state["test_data"] is not None:
+                # recorded, never used for selection: GRPO's test figure at its best valid epoch, also when that
+                # epoch does not beat SFT and its weights are not the ones finally tested
+                entry["valid_result"] = {k: float(v) for k, v in info["result"].items()}
+                entry["test_result"] = tested(trainer)
+            state["valid"].append(entry)
         elif event == "fit":
             state.update(fit_s=info["fit_s"], cut=info["budget_spent"], fit_done=True)
         elif event == "evaluate" and state["fit_done"]:
@@ -153,6 +174,7 @@ def _worker(spec_file):
         "best_valid_score": float(result["best_valid_score"]),
         "epochs": state["epochs"], "valid": state["valid"], "fit_s": state.get("fit_s"), "test": state["test"],
         "cut": state["cut"], "torch_threads": torch.get_num_threads(),
+        "sft_valid_result": state["sft_valid"], "sft_test_result": state["sft_test"],
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
     with open(spec["out"], "w") as f:
@@ -277,6 +299,28 @@ def _summarise(raw):
         "infer_users_per_s": test.get("users", 0) / test["seconds"] if test.get("seconds") else None,
         "learning_curve": [(v["epoch"], v["stage"], v["score"]) for v in valid],
         "epoch_records": epochs, "torch_threads": raw["torch_threads"], "peak_gpu_mb": raw.get("peak_gpu_mb"),
+        **_grpo_summary(raw),
+    }
+
+
+def _grpo_summary(raw):
+    r"""With a GRPO stage: the SFT checkpoint's valid and test results (GRPO's starting point), GRPO's best epoch on
+    valid with its valid and test results (recorded whether or not it beat SFT), the mean share of groups with a
+    non-zero advantage, and s/epoch of GRPO. Empty without a GRPO stage."""
+    grpo_valid = [v for v in raw["valid"] if v["stage"] == "grpo" and "test_result" in v]
+    if not raw.get("sft_test_result") or not grpo_valid:
+        return {}
+    best = max(grpo_valid, key=lambda v: v["score"])  # the first of equal scores, as strict early stopping keeps
+    grpo_epochs = [e for e in raw["epochs"] if e["stage"] == "grpo" and not e["cut"]]
+    stats = [e["grpo_stats"] for e in grpo_epochs if e.get("grpo_stats")]
+    return {
+        "sft_valid_result": raw["sft_valid_result"], "sft_test_result": raw["sft_test_result"],
+        "grpo_best_epoch": best["epoch"], "grpo_best_valid_result": best["valid_result"],
+        "grpo_best_test_result": best["test_result"],
+        "grpo_curve": [(v["epoch"], v["score"], v["test_result"].get("ndcg@10")) for v in grpo_valid],
+        "grpo_epoch_s": sum(e["train_s"] for e in grpo_epochs) / len(grpo_epochs) if grpo_epochs else None,
+        "grpo_signal_share": sum(s["signal_share"] for s in stats) / len(stats) if stats else None,
+        "grpo_stats": stats,
     }
 
 
@@ -431,6 +475,28 @@ def aggregate(rows):
     return sorted(out, key=lambda e: (order.get(e["model"], 99), e["variant"]))
 
 
+def _grpo_table(rows):
+    r"""Per run with a GRPO stage: its SFT checkpoint against GRPO's best valid epoch (valid and test NDCG@10 and
+    Recall@10; GRPO's test is recorded at that epoch even when it did not beat SFT and SFT's weights were tested),
+    the share of groups with a non-zero advantage and the cost of an epoch of each stage."""
+    runs = [r for r in rows if "error" not in r and r.get("grpo_best_valid_result")]
+    if not runs:
+        return []
+    lines = ["", "GRPO against the SFT checkpoint it starts from, per run (valid / test; GRPO: its best valid epoch):",
+             "", "| Variant | Seed | SFT NDCG@10 | GRPO NDCG@10 | SFT Recall@10 | GRPO Recall@10 | GRPO best epoch "
+             "| groups with signal | SFT s/epoch | GRPO s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        sv, st, gv, gt = (r["sft_valid_result"], r["sft_test_result"], r["grpo_best_valid_result"],
+                          r["grpo_best_test_result"])
+        pair = lambda v, t, m: f"{v[m]:.4f} / {t[m]:.4f}"  # noqa: E731
+        share = r.get("grpo_signal_share")
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {pair(sv, st, 'ndcg@10')} | {pair(gv, gt, 'ndcg@10')} | "
+            f"{pair(sv, st, 'recall@10')} | {pair(gv, gt, 'recall@10')} | {r['grpo_best_epoch']} | "
+            f"{'' if share is None else f'{share:.2f}'} | {r['epoch_s']:.1f} | {r['grpo_epoch_s']:.1f} |")
+    return lines
+
+
 def _fmt(pair, digits=4, plus=True):
     mean, std = pair
     if mean is None:
@@ -468,6 +534,7 @@ def markdown(dataset, rows, meta):
               "| Model | Variant | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for e in agg:
         lines.append(f"| {e['model']} | {e['variant']} | " + " | ".join(_fmt(e[m], 4, False) for m in METRICS) + " |")
+    lines += _grpo_table(rows)
     lines += ["", "Runs (each line's command reproduces it; `run_recbole_flr.py` equivalents, without the budget, "
               f"are in `benchmarks/results/compare-{dataset}.json`):", ""]
     for row in rows:

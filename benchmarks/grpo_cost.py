@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--num_generations", type=int, default=8)
     parser.add_argument("--train_batch_size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--surrogate", default="gaussian", choices=["gaussian", "target_logprob"])
+    parser.add_argument("--surrogate", default="gaussian", choices=["gaussian"])  # target_logprob: removed (issue 14)
     parser.add_argument("--trainable", default="latent", choices=["latent", "latent+head", "all"])
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--decode", default="model", choices=["model", "parallel"],

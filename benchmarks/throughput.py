@@ -141,6 +141,7 @@ def grpo_loss_fn(model, config):
     from recbole_flr.trainer import FLRTrainer
 
     config["grpo_beta"] = 0.0
+    config["grpo_updates_per_rollout"] = 1  # every timed step draws a rollout and updates once: a GRPO step at full cost
     return FLRTrainer(config, model).grpo_loss
 
 

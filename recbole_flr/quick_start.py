@@ -91,7 +91,8 @@ def run_recbole_flr(
         time_budget (float, optional): seconds of training after which the trainer stops at the end of the batch
             that spends them (the epoch is validated as usual); the trainer's ``time_budget``. None: no limit.
         callbacks (sequence, optional): functions ``callback(event, info)`` given to the trainer's ``add_callback``
-            (epochs, validations, evaluations, the end of ``fit``).
+            (a "prepared" event with the trainer and the three dataloaders first; then stages, epochs, validations,
+            evaluations, the end of ``fit``).
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
@@ -120,6 +121,8 @@ def run_recbole_flr(
         trainer.time_budget = time_budget
         for callback in callbacks:
             trainer.add_callback(callback)
+            callback("prepared", {"trainer": trainer, "train_data": train_data, "valid_data": valid_data,
+                                  "test_data": test_data})  # fmt: skip
     if saved and hasattr(trainer, "last_model_file"):
         logger.info(
             f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "

@@ -10,6 +10,7 @@ from recbole.utils import early_stopping
 
 from recbole_flr.quick_start import load_data_and_model, prepare, run, run_recbole_flr
 from recbole_flr.trainer import FLRTrainer
+from recbole_flr.trainer.grpo import gaussian_logprob
 
 FAST = {"grpo_num_generations": 4, "grpo_epochs": 1, "grpo_learning_rate": 0.01}
 
@@ -65,7 +66,73 @@ def test_grpo_with_trainable_latent_changes_only_the_latent_module(tiny_config_d
     assert {n: p.requires_grad for n, p in model.named_parameters()} == requires_grad_before
     stats = trainer.grpo_epoch_stats()
     assert all(math.isfinite(v) for v in stats.values()) and stats["reward_std"] > 0
-    assert stats["clip_frac"] == 0.0  # one update per batch: ratio 1, nothing clipped
+    assert 0.0 <= stats["clip_frac"] <= 1.0 and 0.0 < stats["signal_share"] <= 1.0
+
+
+@pytest.mark.parametrize("updates", [1, 2, 3])
+def test_a_rollout_is_drawn_once_and_reused_by_each_update(tiny_config_dict, monkeypatch, updates):
+    config, model, train_data, _, _ = _build(
+        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_updates_per_rollout": updates}
+    )
+    trainer = FLRTrainer(config, model)
+    draws, losses = [], []
+    real_draw, real_loss = trainer._draw_rollout, trainer._grpo_loss
+
+    def draw(interaction):
+        draws.append(real_draw(interaction))
+        return draws[-1]
+
+    def loss(interaction):
+        losses.append(trainer._rollout_uses)
+        return real_loss(interaction)
+
+    monkeypatch.setattr(trainer, "_draw_rollout", draw)
+    monkeypatch.setattr(trainer, "_grpo_loss", loss)
+    trainer.fit(train_data, None, saved=False)
+    assert len(draws) == len(train_data) and len(losses) == updates * len(train_data)  # an optimizer step per loss
+    assert all(not r.samples.requires_grad and not r.logp_old.requires_grad for r in draws)  # under no_grad
+    stats = trainer.grpo_epoch_stats()
+    if updates == 1:
+        assert stats["clip_frac"] == 0.0  # every update on a fresh rollout: ratio 1, nothing clipped
+
+
+def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_config_dict):
+    config, model, train_data, _, _ = _build(
+        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_updates_per_rollout": 2,
+         "grpo_learning_rate": 0.5, "grpo_noise_std": 0.05}
+    )  # fmt: skip
+    trainer = FLRTrainer(config, model)
+    assert trainer._begin_grpo(None, False, False, False)
+    trainer._grpo_stats = dict.fromkeys(
+        ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift"), 0.0
+    )
+    batch = next(iter(train_data)).to(config["device"])
+    surrogate = trainer._grpo_loss(batch)[0]
+    rollout = trainer._rollout
+    # first update: the current policy drew the samples, rho = 1: the loss is -mean(A) (0 with centred advantages)
+    torch.testing.assert_close(surrogate, -rollout.advantages.mean())
+    assert trainer._grpo_stats["clip"] == 0.0
+    surrogate.backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    second = trainer._grpo_loss(batch)[0]
+    assert trainer._rollout is rollout  # the same samples, advantages and logp_old
+    # the hand-computed PPO loss from the stored rollout and the moved policy mean
+    thought = model.reason(rollout.pass1).thought.repeat_interleave(trainer.grpo_num_generations, dim=0)
+    logp = gaussian_logprob(rollout.samples - thought, rollout.sigma)
+    ratio = torch.exp(logp - rollout.logp_old)
+    assert (ratio - 1).abs().max() > 0.3  # a large step with narrow noise: the ratio has left [0.8, 1.28]
+    expected = -torch.min(ratio * rollout.advantages, ratio.clamp(0.8, 1.28) * rollout.advantages).mean()
+    torch.testing.assert_close(second, expected)
+    assert trainer._grpo_stats["clip"] > 0.0
+    trainer._grpo_loss(batch)
+    assert trainer._rollout is not rollout  # a third update of the same batch draws a new rollout
+
+
+def test_target_logprob_surrogate_was_removed_with_its_reason(tiny_config_dict):
+    config, model, *_ = _build({**tiny_config_dict, "grpo_surrogate": "target_logprob"})
+    with pytest.raises(ValueError, match="grpo_surrogate: target_logprob was removed.*against the reward"):
+        FLRTrainer(config, model)
 
 
 @pytest.mark.parametrize("grpo_wins", [False, True])
@@ -206,6 +273,10 @@ def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
         ("grpo_trainable", "backbone"),
         ("grpo_reward", "hit"),
         ("grpo_surrogate", "ppo"),
+        ("grpo_updates_per_rollout", 0),
+        ("grpo_reward_temperature", 0.0),
+        ("grpo_scale_rewards", "yes"),
+        ("grpo_reward_temperature_relative", 1),
     ],
 )
 def test_invalid_stage_keys_raise_naming_the_key(tiny_config_dict, key, value):

@@ -10,10 +10,12 @@ from recbole_flr.trainer.grpo import (
     clipped_surrogate,
     gaussian_logprob,
     group_advantages,
+    groups_with_signal,
     kl_k3,
     reward_logprob,
     reward_ndcg_at_k,
     reward_reciprocal_rank,
+    reward_soft_ndcg,
     sample_latents,
 )
 
@@ -40,6 +42,21 @@ def test_advantages_do_not_depend_on_the_rest_of_the_batch():
     alone = group_advantages(row)
     together = group_advantages(torch.cat([others[:1], row, others[1:]]))
     torch.testing.assert_close(together[1:2], alone, rtol=0, atol=0)
+
+
+def test_unscaled_advantages_are_only_centred():
+    # Dr. GRPO / trl scale_rewards=False: R - mean, no std; a group of near-equal rewards gets near-zero advantages
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.51]], dtype=torch.float64)
+    advantages = group_advantages(rewards, scale=False)
+    expected = torch.tensor([[-1.0, 0.0, 1.0], [-0.01 / 3, -0.01 / 3, 0.02 / 3]], dtype=torch.float64)
+    torch.testing.assert_close(advantages, expected)
+    assert group_advantages(rewards)[1].abs().max() > 0.5  # scaled, the same tiny spread is a full-size signal
+
+
+def test_groups_with_signal_counts_groups_whose_rewards_differ():
+    rewards = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [1.0, 1.0, 1.0], [0.2, 0.1, 0.4]])
+    assert groups_with_signal(rewards).item() == pytest.approx(0.5)
+    assert groups_with_signal(rewards).item() == pytest.approx((group_advantages(rewards) != 0).any(1).float().mean().item())
 
 
 def test_advantages_need_two_samples():
@@ -166,6 +183,52 @@ def test_reward_ndcg_hand_computed():
         torch.testing.assert_close(reward_reciprocal_rank(logits, target), torch.tensor([1 / rank]))
 
 
+def test_reward_soft_ndcg_hand_computed():
+    # real items 1..3 score 2, 1, 0 (padding column 0 scores 9 and never counts); target item 2 (score 1), tau 1:
+    # soft rank = 1 + sigmoid(2 - 1) + sigmoid(0 - 1) = 1 + 1 = 2 (sigmoid(1) + sigmoid(-1) = 1) -> 1 / log2(3)
+    logits = torch.tensor([[9.0, 2.0, 1.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([2])
+    torch.testing.assert_close(reward_soft_ndcg(logits, target), torch.tensor([1 / math.log2(3)], dtype=torch.float64))
+    # tau 0.5: soft rank = 1 + sigmoid(2) + sigmoid(-2) = 2 again (symmetric); target item 1 (score 2), tau 1:
+    # 1 + sigmoid(-1) + sigmoid(-2)
+    torch.testing.assert_close(
+        reward_soft_ndcg(logits, target, temperature=0.5), torch.tensor([1 / math.log2(3)], dtype=torch.float64)
+    )
+    soft_rank = 1 + 1 / (1 + math.exp(1)) + 1 / (1 + math.exp(2))
+    torch.testing.assert_close(
+        reward_soft_ndcg(logits, torch.tensor([1])), torch.tensor([1 / math.log2(1 + soft_rank)], dtype=torch.float64)
+    )
+
+
+def test_reward_soft_ndcg_tends_to_the_rank_and_separates_samples_outside_the_top_10():
+    # 30 real items; the target ranks 3rd: at a small tau the reward is 1/log2(1 + 3)
+    scores = torch.arange(30, 0, -1, dtype=torch.float64)  # item j scores 31 - j: item 3 ranks 3rd
+    logits = torch.cat([torch.tensor([100.0], dtype=torch.float64), scores]).unsqueeze(0)
+    torch.testing.assert_close(
+        reward_soft_ndcg(logits, torch.tensor([3]), temperature=1e-3), torch.tensor([0.5], dtype=torch.float64)
+    )
+    # two samples that both rank the target outside the top 10 (20th and 25th): NDCG@10 ties them at 0 (a group
+    # without signal), the soft reward prefers the better rank
+    rows = torch.cat([logits, logits])
+    target = torch.tensor([20, 25])
+    assert torch.equal(reward_ndcg_at_k(rows, target), torch.zeros(2, dtype=torch.float64))
+    soft = reward_soft_ndcg(rows, target)
+    assert soft[0] > soft[1] > 0
+
+
+def test_reward_soft_ndcg_relative_temperature_is_scale_free():
+    # real items score 2, 1, 0: population std sqrt(2/3); relative tau 1 -> tau = sqrt(2/3) in score units
+    logits = torch.tensor([[9.0, 2.0, 1.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([1])
+    tau = math.sqrt(2 / 3)
+    soft_rank = 1 + 1 / (1 + math.exp(1 / tau)) + 1 / (1 + math.exp(2 / tau))
+    expected = torch.tensor([1 / math.log2(1 + soft_rank)], dtype=torch.float64)
+    torch.testing.assert_close(reward_soft_ndcg(logits, target, relative=True), expected)
+    # every score times 3 (a longer user vector): the absolute reward rises, the relative one does not move
+    assert reward_soft_ndcg(3 * logits, target) > reward_soft_ndcg(logits, target)
+    torch.testing.assert_close(reward_soft_ndcg(3 * logits, target, relative=True), expected)
+
+
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_sample_ranking_the_target_first_gets_the_maximum_reward(name):
     # a group of G = 4 samples: permutations of one score vector; only sample 2 puts the target (item 3) first
@@ -183,7 +246,7 @@ def test_sample_ranking_the_target_first_gets_the_maximum_reward(name):
     rewards = REWARDS[name](logits, target)
     assert int(torch.argmax(rewards)) == 2
     assert (rewards[2] > rewards[[0, 1, 3]]).all()
-    if name != "logprob":
+    if name not in ("logprob", "soft_ndcg"):
         assert rewards[2].item() == pytest.approx(1.0)  # reciprocal rank and NDCG: the maximum possible
 
 

@@ -4,7 +4,9 @@ recbole_flr.trainer.flr_trainer
 FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one call of the epoch loop of ``fit``.
 """
 
+import functools
 import math
+from collections import namedtuple
 
 import torch
 from recbole.trainer import Trainer
@@ -21,8 +23,8 @@ from recbole_flr.trainer.grpo import (
     clipped_surrogate,
     gaussian_logprob,
     group_advantages,
+    groups_with_signal,
     kl_k3,
-    reward_logprob,
     sample_latents,
 )
 
@@ -32,7 +34,30 @@ STAGES = ("sft", "grpo")
 SFT_LOSS_NAMES = ("ce", "orth", "div", "sparse")
 GRPO_LOSS_NAMES = ("grpo_surrogate", "kl", "orth", "div", "sparse")
 GRPO_TRAINABLE = ("latent", "latent+head", "all")
-GRPO_SURROGATES = ("gaussian", "target_logprob")
+GRPO_SURROGATES = ("gaussian",)
+#: One GRPO rollout (computed once under no_grad, reused by ``grpo_updates_per_rollout`` policy updates): pass 1,
+#: the target ids [B], the sampled thoughts (actions) [B*G D], sigma [B*G], rewards [B*G], advantages [B*G], the
+#: log-likelihood of each action under the policy that drew it [B*G] and under the SFT reference ([B*G] or None).
+_Rollout = namedtuple("_Rollout", "pass1 target samples sigma rewards advantages logp_old logp_ref")
+
+
+class _RepeatBatches:
+    r"""A train loader that yields each batch ``times`` times in a row (trl's buffered ``num_iterations``): the
+    GRPO loss draws a rollout on a batch's first yield and reuses it on the others. Everything else is the loader's."""
+
+    def __init__(self, loader, times):
+        self.loader, self.times = loader, times
+
+    def __len__(self):
+        return len(self.loader) * self.times
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for batch in self.loader:
+            for _ in range(self.times):
+                yield batch
 
 
 class _Call(torch.nn.Module):
@@ -65,13 +90,16 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     RecBole's own rule (``>=``) would let a GRPO epoch that ties SFT's score (common at 4 decimals) overwrite the SFT
     checkpoint, test GRPO's weights while the log says SFT's stand, and run every GRPO epoch at an unchanged score.
 
-    Per GRPO batch (``B`` histories, ``G`` = ``grpo_num_generations``): pass 1 of the backbone runs once under
-    ``no_grad`` and is shared by all G samples; the latent module gives the thought ``r`` (with grad); G thoughts
-    ``r + eps`` are sampled (``eps ~ N(0, (grpo_noise_std * RMS(r))^2 I)``); pass 2 and the scores of all items run
-    in one batched call on ``B * G`` rows; rewards, group-relative advantages, the clipped surrogate and (if
-    ``grpo_beta > 0``) the k3 KL to a frozen copy of the SFT weights give the loss, to which the factor
-    regularisers are added with the model's own lambdas (0 switches one off). The maths are in
-    :mod:`recbole_flr.trainer.grpo`.
+    Per GRPO batch (``B`` histories, ``G`` = ``grpo_num_generations``) one rollout, all under ``no_grad``: pass 1 of
+    the backbone runs once and is shared by all G samples; the latent module gives the thought ``r``; G thoughts
+    ``r + eps`` are sampled (``eps ~ N(0, (grpo_noise_std * RMS(r))^2 I)``); pass 2 (or, with ``user_vector:
+    latent_state``, the noised latent state itself) and the scores of all items run in one batched call on ``B * G``
+    rows; the rewards, group-relative advantages, the samples' log-likelihood under the policy that drew them
+    (``logp_old``) and under the frozen SFT copy (``grpo_beta > 0``) are stored. Then ``grpo_updates_per_rollout``
+    optimizer steps on that rollout (the loader yields the batch that many times, trl's ``num_iterations``), each
+    re-running only the latent module with grad: the clipped surrogate with the stored ``logp_old`` (the clip acts
+    from the second step on), the k3 KL to the SFT copy, and the factor regularisers with the model's own lambdas
+    (0 switches one off). The maths are in :mod:`recbole_flr.trainer.grpo`.
 
     ``grpo_trainable`` chooses what GRPO trains: ``latent`` (the latent-reasoning module ``model.latent`` only),
     ``latent+head`` (also the user projection after pass 2: every trained parameter outside the backbone, the
@@ -79,17 +107,19 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     case, so with ``all`` the history encoding receives gradient only through pass 2 and the item scores.
 
     NOTE:
-        - One policy update per batch (trl's ``num_iterations = 1``): the samples come from the current policy, so
-          ``logp_old`` is the detached current log-likelihood, the ratio is 1, no sample is clipped (the clip
-          fraction logged is 0) and the surrogate's gradient is the plain group-relative policy gradient.
+        - With ``grpo_updates_per_rollout: 1`` the samples come from the current policy, the ratio is 1, no sample
+          is clipped (the clip fraction logged is 0) and the surrogate's gradient is the plain group-relative policy
+          gradient (REINFORCE with a group baseline); from 2 on, PPO's ratio and clip act on the later steps.
         - The whole model runs in eval mode during GRPO (dropout off, like trl's ``disable_dropout``): the policy is
           exactly ``N(r_theta, sigma^2 I)`` and its only randomness is the latent noise.
         - The reference (``grpo_beta > 0``) is a detached copy of the parameters GRPO trains, taken when the stage
           starts from the SFT weights (not "adapters disabled", which would be the pre-SFT model); pass 1 is shared
           with it unless ``grpo_trainable`` is ``all``. The two log-likelihoods of a sample share sigma.
-        - ``grpo_surrogate: gaussian`` scores the samples without grad (the log-density's gradient reaches only the
-          latent module); ``target_logprob`` (LatentR3) back-propagates through pass 2 and the item scores, so only
-          it trains a head.
+        - The surrogate is the Gaussian log-density of the sampled thought (the log-density's gradient reaches only
+          the latent module). LatentR3's ``target_logprob`` (the target's log-probability under the noised thought
+          as the log-likelihood) was removed: with group-centred advantages it pointed against the reward gradient.
+        - The noise is added to the thought that the head reads: with ``user_vector: latent_state`` (the default)
+          that is the user vector itself (the latent state z_T, scored without pass 2 or a projection).
         - Epochs are numbered on from the SFT stage (GRPO's first epoch is the one after SFT's last).
         - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in, after
           its epoch: SFT (the GRPO stage then starts as usual, from the best SFT checkpoint) or GRPO (with the GRPO
@@ -120,9 +150,31 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.grpo_epsilon = self._read(config, "grpo_epsilon", float, lambda v: 0 <= v < 1, "in [0, 1)")
         self.grpo_epsilon_high = self._read(config, "grpo_epsilon_high", float, lambda v: v >= 0, ">= 0")
         self.grpo_beta = self._read(config, "grpo_beta", float, lambda v: v >= 0, ">= 0")
+        if config["grpo_surrogate"] == "target_logprob":
+            raise UserInputError(
+                "grpo_surrogate: target_logprob was removed: with group-centred advantages its gradient pointed "
+                "against the reward's (cosine -0.24 to -0.31, issue 14), so it trained the latent away from the "
+                "reward. Use grpo_surrogate: gaussian (the policy gradient of the latent Gaussian policy)."
+            )
         self.grpo_surrogate = self._read(
             config, "grpo_surrogate", str, GRPO_SURROGATES.__contains__, GRPO_SURROGATES
         )
+        self.grpo_updates_per_rollout = self._read(
+            config, "grpo_updates_per_rollout", int, lambda v: v >= 1, ">= 1"
+        )
+        self.grpo_scale_rewards = self._read(config, "grpo_scale_rewards", bool, None, "True or False")
+        self.grpo_reward_temperature = self._read(
+            config, "grpo_reward_temperature", float, lambda v: v > 0, "> 0"
+        )
+        self.grpo_reward_temperature_relative = self._read(
+            config, "grpo_reward_temperature_relative", bool, None, "True or False"
+        )
+        reward = REWARDS[self.grpo_reward]
+        if self.grpo_reward == "soft_ndcg":
+            reward = functools.partial(
+                reward, temperature=self.grpo_reward_temperature, relative=self.grpo_reward_temperature_relative
+            )
+        self._reward_fn = reward
         api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
         missing = [name for name in api if not hasattr(model, name)]
         if "grpo" in self.train_stages and missing:
@@ -130,16 +182,18 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 f"train_stages contains 'grpo', but {type(model).__name__} has no {', '.join(missing)} "
                 f"(the latent GRPO stage needs FLR's {', '.join(api)})."
             )
-        if self.grpo_trainable == "latent+head" and self.grpo_surrogate == "gaussian":
+        if self.grpo_trainable == "latent+head":
             self.logger.warning(
-                "grpo_trainable='latent+head' with grpo_surrogate='gaussian': the Gaussian log-density reaches only "
-                "the latent module, so the head gets no GRPO gradient (use grpo_surrogate='target_logprob')."
+                "grpo_trainable='latent+head': the Gaussian log-density reaches only the latent module, so the head "
+                "gets no GRPO gradient (only the KL and the regularisers reach it)."
             )
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._requires_grad_before = None
         self._reference = None
         self._sft_caller = None
         self._grpo_stats = None
+        self._rollout = None  # the current GRPO rollout and how many updates have used it
+        self._rollout_uses = 0
         self._resume = None  # (stage, optimizer state) of the checkpoint being resumed, until that stage starts
 
     @staticmethod
@@ -284,7 +338,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             set_color("FLR stage [grpo]", "pink")
             + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
             f"({sum(p.numel() for p in trained.values())} parameters in {len(trained)} tensors), "
-            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, surrogate {self.grpo_surrogate}, "
+            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, {self.grpo_updates_per_rollout} updates per rollout, "
             f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
         )
         return True
@@ -379,10 +433,15 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.stage == "grpo":
+            train_data = _RepeatBatches(train_data, self.grpo_updates_per_rollout)  # one rollout, several updates
         self._epoch_batches = len(train_data)
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self._grpo_stats = dict.fromkeys(("n", "r", "r2", "a2", "clip", "kl", "rows", "norm", "shift"), 0.0)
+        self._grpo_stats = dict.fromkeys(
+            ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift"), 0.0
+        )
+        self._rollout, self._rollout_uses = None, 0
         losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func or self._grpo_loss, show_progress=show_progress
         )
@@ -441,9 +500,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
             return output
         stats = self.grpo_epoch_stats()
-        shown = ("reward_mean", "reward_std", "adv_std", "thought_norm", "thought_shift") + (
-            ("kl",) if self.grpo_beta > 0 else ()
-        )
+        shown = ("reward_mean", "reward_std", "adv_std", "signal_share", "clip_frac", "thought_norm",
+                 "thought_shift") + (("kl",) if self.grpo_beta > 0 else ())
         return output + " [grpo " + ", ".join(
             set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown
         ) + "]"
@@ -459,28 +517,32 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         r"""The last GRPO epoch's statistics over all its samples.
 
         Returns:
-            dict: ``reward_mean``, ``reward_std`` (population std over the epoch's B*G samples), ``adv_std`` (RMS of
-            the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every group's rewards
-            differ, lower when groups of equal rewards give zero advantages), ``clip_frac`` and ``kl`` (means per
-            sample), ``thought_norm`` (mean L2 norm of the noise-free thought r) and ``thought_shift`` (mean L2
-            distance of r from the thought the SFT weights give for the same history: how far GRPO has moved it);
-            on rank 0 of a distributed run, its own samples.
+            dict: over the epoch's rollouts (B*G samples each): ``reward_mean``, ``reward_std`` (population std),
+            ``adv_std`` (RMS of the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every
+            group's rewards differ and ``grpo_scale_rewards`` is True, lower when groups of equal rewards give zero
+            advantages), ``signal_share`` (share of groups whose rewards are not all equal: the groups with a
+            non-zero advantage); over its updates (``grpo_updates_per_rollout`` per rollout): ``clip_frac`` and
+            ``kl`` (means per sample); ``thought_norm`` (mean L2 norm of the noise-free thought r at each rollout)
+            and ``thought_shift`` (mean L2 distance of r from the thought the SFT weights give for the same
+            history: how far GRPO has moved it); on rank 0 of a distributed run, its own samples.
         """
         s = self._grpo_stats
-        n, rows = s["n"], max(s["rows"], 1.0)
+        n, rows, updates = s["n"], max(s["rows"], 1.0), max(s["updates"], 1.0)
         mean = s["r"] / n
         return {
             "reward_mean": mean,
             "reward_std": math.sqrt(max(s["r2"] / n - mean * mean, 0.0)),
             "adv_std": math.sqrt(s["a2"] / n),
-            "clip_frac": s["clip"] / n,
-            "kl": s["kl"] / n,
+            "signal_share": s["signal"] / max(s["groups"], 1.0),
+            "clip_frac": s["clip"] / updates,
+            "kl": s["kl"] / updates,
             "thought_norm": s["norm"] / rows,
             "thought_shift": s["shift"] / rows,
         }
 
     def _grpo_loss(self, interaction):
-        r"""Latent GRPO loss of one batch.
+        r"""Latent GRPO loss of one policy update: a new rollout on a batch's first update, the stored one on the
+        next ``grpo_updates_per_rollout - 1`` updates of the same batch.
 
         Returns:
             tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
@@ -488,51 +550,37 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         """
         model, G = self.model, self.grpo_num_generations
         model.eval()  # dropout off: the policy is exactly N(r_theta, sigma^2 I)
-        item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
-        target = interaction[model.POS_ITEM_ID].repeat_interleave(G)  # [B*G]
-        with torch.no_grad():
-            pass1 = model.encode(item_seq, item_seq_len)
-        latent = model.reason(pass1)
-        thought = latent.thought  # [B D]
-        batch = thought.size(0)
-        thoughts, noise, sigma = sample_latents(
-            thought, G, self.grpo_noise_std, noise_free_first=self.grpo_noise_free_first
-        )  # [B*G D], [B*G D], [B*G]
-        if self.grpo_surrogate == "gaussian":
+        rollout = self._rollout
+        target = interaction[model.POS_ITEM_ID]
+        if (
+            rollout is None
+            or self._rollout_uses >= self.grpo_updates_per_rollout
+            or not torch.equal(rollout.target, target)
+        ):
+            rollout = self._rollout = self._draw_rollout(interaction)
+            self._rollout_uses = 0
+        self._rollout_uses += 1
+        pass1 = rollout.pass1
+        if self.grpo_trainable == "all":  # the backbone has changed since the rollout: the policy's mean with it
             with torch.no_grad():
-                logits = model.item_scores(model.decode(pass1, thoughts.detach()))  # [B*G I]
-            logp = gaussian_logprob(thoughts.detach() - thought.repeat_interleave(G, dim=0), sigma)
-        else:
-            logits = model.item_scores(model.decode(pass1, thoughts))  # [B*G I]
-            logp = reward_logprob(logits, target)
-        rewards = REWARDS[self.grpo_reward](logits.detach(), target)  # [B*G]
-        advantages = group_advantages(rewards.view(batch, G)).view(-1)  # [B*G]
+                pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+        latent = model.reason(pass1)
+        thought = latent.thought.repeat_interleave(G, dim=0)  # [B*G D]
+        logp = gaussian_logprob(rollout.samples - thought, rollout.sigma)  # [B*G]
         surrogate, clip_fraction = clipped_surrogate(
-            logp, logp.detach(), advantages, self.grpo_epsilon, self.grpo_epsilon_high
+            logp, rollout.logp_old, rollout.advantages, self.grpo_epsilon, self.grpo_epsilon_high
         )
-        if self._reference is not None:
-            logp_ref = self._reference_logprob(item_seq, item_seq_len, pass1, thoughts.detach(), noise, sigma, target)
-            kl = kl_k3(logp, logp_ref).mean()
+        if rollout.logp_ref is not None:
+            kl = kl_k3(logp, rollout.logp_ref).mean()
         else:
             kl = torch.zeros((), device=thought.device)
         l_orth, l_div, l_sparse = model.regularisers(latent)
-
-        n = rewards.numel()
         stats = self._grpo_stats
         if stats is not None:
-            stats["n"] += n
-            stats["r"] += rewards.sum().item()
-            stats["r2"] += rewards.pow(2).sum().item()
-            stats["a2"] += advantages.pow(2).sum().item()
+            n = logp.numel()
+            stats["updates"] += n
             stats["clip"] += clip_fraction.item() * n
             stats["kl"] += kl.item() * n
-            with torch.no_grad():
-                sft_thought = torch.func.functional_call(
-                    self._sft_caller, {f"model.{k}": v for k, v in self._sft_weights.items()}, (model.reason, pass1)
-                ).thought  # [B D]
-                stats["rows"] += batch
-                stats["norm"] += thought.detach().norm(dim=-1).sum().item()
-                stats["shift"] += (thought.detach() - sft_thought).norm(dim=-1).sum().item()
         return (
             surrogate,
             self.grpo_beta * kl,
@@ -541,8 +589,46 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             model.lambda_sparse * l_sparse,
         )
 
-    def _reference_logprob(self, item_seq, item_seq_len, pass1, samples, noise, sigma, target):
-        r"""Log-likelihood of the same samples under the frozen SFT reference, no grad. Shape [B*G]."""
+    def _draw_rollout(self, interaction):
+        r"""One rollout of a batch under ``no_grad``: G noised thoughts per history from the current policy, their
+        rewards, group-relative advantages and log-likelihoods (see :data:`_Rollout`)."""
+        model, G = self.model, self.grpo_num_generations
+        item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        target = interaction[model.POS_ITEM_ID]
+        with torch.no_grad():
+            pass1 = model.encode(item_seq, item_seq_len)
+            thought = model.reason(pass1).thought  # [B D]
+            batch = thought.size(0)
+            samples, noise, sigma = sample_latents(
+                thought, G, self.grpo_noise_std, noise_free_first=self.grpo_noise_free_first
+            )  # [B*G D], [B*G D], [B*G]
+            logits = model.item_scores(model.decode(pass1, samples))  # [B*G I]
+            rewards = self._reward_fn(logits, target.repeat_interleave(G))  # [B*G]
+            advantages = group_advantages(rewards.view(batch, G), scale=self.grpo_scale_rewards).view(-1)  # [B*G]
+            logp_old = gaussian_logprob(noise, sigma)  # [B*G]
+            logp_ref = None
+            if self._reference is not None:
+                logp_ref = self._reference_logprob(item_seq, item_seq_len, pass1, samples, sigma)
+
+            stats = self._grpo_stats
+            if stats is not None:
+                stats["n"] += rewards.numel()
+                stats["r"] += rewards.sum().item()
+                stats["r2"] += rewards.pow(2).sum().item()
+                stats["a2"] += advantages.pow(2).sum().item()
+                stats["groups"] += batch
+                stats["signal"] += groups_with_signal(rewards.view(batch, G)).item() * batch
+                sft_thought = torch.func.functional_call(
+                    self._sft_caller, {f"model.{k}": v for k, v in self._sft_weights.items()}, (model.reason, pass1)
+                ).thought  # [B D]
+                stats["rows"] += batch
+                stats["norm"] += thought.norm(dim=-1).sum().item()
+                stats["shift"] += (thought - sft_thought).norm(dim=-1).sum().item()
+        return _Rollout(pass1, target, samples, sigma, rewards, advantages, logp_old, logp_ref)
+
+    def _reference_logprob(self, item_seq, item_seq_len, pass1, samples, sigma):
+        r"""Log-likelihood of the samples under the frozen SFT reference N(r_ref, sigma^2 I) with the rollout's
+        sigma, no grad. Shape [B*G]."""
         caller, weights = self._reference
         model, G = self.model, self.grpo_num_generations
         weights = {f"model.{name}": value for name, value in weights.items()}
@@ -554,7 +640,4 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             if self.grpo_trainable == "all":
                 pass1 = run(model.encode, item_seq, item_seq_len)
             thought_ref = run(model.reason, pass1).thought.repeat_interleave(G, dim=0)  # [B*G D]
-            if self.grpo_surrogate == "gaussian":
-                return gaussian_logprob(samples - thought_ref, sigma)
-            logits = run(lambda p1, t: model.item_scores(model.decode(p1, t)), pass1, thought_ref + noise)
-            return reward_logprob(logits, target)
+            return gaussian_logprob(samples - thought_ref, sigma)

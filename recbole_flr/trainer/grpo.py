@@ -16,7 +16,11 @@ References:
     [DAPO] Yu et al., "DAPO", arXiv 2503.14476, eq. (10): decoupled clip range [1 - eps_low, 1 + eps_high].
     [k3] Schulman, "Approximating KL divergence" (2020), the estimator trl uses for GRPO.
     [trl] huggingface/trl ``GRPOTrainer`` (v0.14 loss with ratio ``exp(logp - logp.detach())``; v0.16+ clipping
-          with ``epsilon``/``epsilon_high`` and the per-sign clip ratio).
+          with ``epsilon``/``epsilon_high`` and the per-sign clip ratio; ``num_iterations`` updates per generation
+          batch with the stored ``old_per_token_logps``; ``scale_rewards``).
+    [DrGRPO] Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783, sec. 3.1: no std normaliser.
+    [ApproxNDCG] Qin, Liu, Li, "A general approximation framework for direct optimization of information
+          retrieval measures", Information Retrieval 13 (2010), eq. (9): the rank as a sum of sigmoids.
 """
 
 import math
@@ -24,9 +28,10 @@ import math
 import torch
 
 
-def group_advantages(rewards, eps=1e-4):
+def group_advantages(rewards, eps=1e-4, scale=True):
     r"""Group-relative advantages [GRPO sec. 4.1.2]: :math:`A_{b,g} = (R_{b,g} - \mathrm{mean}_g R_b) /
-    (\mathrm{std}_g R_b + \epsilon)`.
+    (\mathrm{std}_g R_b + \epsilon)`, or with ``scale=False`` [DrGRPO; trl's ``scale_rewards=False``] only
+    :math:`R_{b,g} - \mathrm{mean}_g R_b`, so a group whose rewards barely differ gets a small update.
 
     Mean and std are taken over the G samples of ONE history only, so an advantage never depends on the batch
     size, on the other histories in the batch, or on the number of processes (LatentR3 normalised over the
@@ -36,6 +41,7 @@ def group_advantages(rewards, eps=1e-4):
     Args:
         rewards (torch.Tensor): rewards, shape [B, G], G >= 2.
         eps (float): added to the std so that a group of equal rewards divides 0 by ``eps``.
+        scale (bool): divide by the group's std (``grpo_scale_rewards``).
 
     Returns:
         torch.Tensor: advantages, shape [B, G].
@@ -43,8 +49,25 @@ def group_advantages(rewards, eps=1e-4):
     if rewards.dim() != 2 or rewards.size(1) < 2:
         raise ValueError(f"group_advantages needs rewards of shape [B, G] with G >= 2, got {tuple(rewards.shape)}")
     mean = rewards.mean(dim=1, keepdim=True)  # [B 1]
+    if not scale:
+        return rewards - mean
     std = rewards.std(dim=1, unbiased=True, keepdim=True)  # [B 1]
     return (rewards - mean) / (std + eps)
+
+
+def groups_with_signal(rewards):
+    r"""Share of groups whose G rewards are not all equal, i.e. whose advantages are not all zero: the groups that
+    give the policy gradient any signal. A group of equal rewards (every sample ranks the target outside the top
+    k under NDCG@k, say) costs its rollout and teaches nothing.
+
+    Args:
+        rewards (torch.Tensor): rewards, shape [B, G].
+
+    Returns:
+        torch.Tensor: the share in [0, 1] (scalar, no grad).
+    """
+    rewards = rewards.detach()
+    return (rewards.amax(dim=1) > rewards.amin(dim=1)).float().mean()
 
 
 def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28):
@@ -54,9 +77,11 @@ def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28
         \rho_i = \exp(\log\pi_\theta(a_i) - \log\pi_{old}(a_i)), \quad
         L = -\frac{1}{N}\sum_i \min\big(\rho_i A_i,\ \mathrm{clip}(\rho_i, 1-\epsilon_{low}, 1+\epsilon_{high}) A_i\big)
 
-    Each sample is one "sequence" (one latent action), so the mean is over the N samples. With one policy update
-    per batch ``logp_old = logp_new.detach()``: then rho = 1, nothing is clipped and the gradient is
-    :math:`-\frac{1}{N}\sum_i A_i \nabla \log\pi_\theta(a_i)`, exactly trl v0.14's ``exp(logp - logp.detach()) * A``.
+    Each sample is one "sequence" (one latent action), so the mean is over the N samples. On the first update of a
+    rollout ``logp_new`` equals the stored ``logp_old``: rho = 1, nothing is clipped and the gradient is
+    :math:`-\frac{1}{N}\sum_i A_i \nabla \log\pi_\theta(a_i)`, exactly trl v0.14's ``exp(logp - logp.detach()) * A``;
+    the clip acts from the second update of the same rollout on (``grpo_updates_per_rollout`` >= 2, trl's
+    ``num_iterations``).
 
     A sample is clipped (its gradient is zero) exactly when :math:`\rho_i > 1+\epsilon_{high}` and
     :math:`A_i > 0`, or :math:`\rho_i < 1-\epsilon_{low}` and :math:`A_i < 0` (trl's ``is_high_clipped`` /
@@ -150,8 +175,7 @@ def reward_logprob(logits, target):
         target (torch.Tensor): target item ids (>= 1), shape [N].
 
     Returns:
-        torch.Tensor: rewards (<= 0), shape [N]. Differentiable in ``logits`` (the ``target_logprob`` surrogate
-        uses that); detach it to use it as a reward.
+        torch.Tensor: rewards (<= 0), shape [N]; detach the logits to use it as a reward.
     """
     # logsumexp over the real items: no [N, I] log-softmax output (the reward runs on B * G rows of all items)
     return logits.gather(1, target.reshape(-1, 1)).squeeze(1) - torch.logsumexp(logits[:, 1:], dim=1)
@@ -171,6 +195,41 @@ def reward_reciprocal_rank(logits, target):
         torch.Tensor: rewards in (0, 1], shape [N], no grad.
     """
     return 1.0 / _pessimistic_rank(logits, target).to(logits.dtype)
+
+
+def reward_soft_ndcg(logits, target, temperature=1.0, relative=False):
+    r"""Reward: a smooth NDCG of the single relevant item over the full ranking [ApproxNDCG eq. 9],
+    :math:`1 / \log_2(1 + \tilde r)` with the soft rank
+    :math:`\tilde r = 1 + \sum_{j \ge 1, j \ne i^*} \sigma((s_j - s_{i^*}) / \tau)` (padding column 0 excluded).
+
+    As :math:`\tau \to 0` the soft rank tends to the rank (ties count 1/2) and the reward to NDCG without a cut-off;
+    at any :math:`\tau > 0` it changes with every score, so the G samples of a group differ in reward even when they
+    all rank the target outside the top 10, where NDCG@10 is 0 for every sample and the group carries no signal.
+    Unlike the log-probability (the SFT loss), it weighs the items scored near the target, not the whole softmax
+    mass, and its gain is steepest near the top of the ranking.
+
+    With an absolute :math:`\tau` a longer user vector (all scores times c > 1) sharpens the sigmoids and raises the
+    reward of a target scored above most items without changing any rank: a direction the policy can climb for
+    nothing. ``relative=True`` measures :math:`\tau` in units of each row's score std over the real items
+    (population std, detached), which makes the reward invariant to that scale.
+
+    Args:
+        logits (torch.Tensor): item scores, shape [N, I].
+        target (torch.Tensor): target item ids (>= 1), shape [N].
+        temperature (float): :math:`\tau` in score units, ``grpo_reward_temperature``.
+        relative (bool): :math:`\tau` times each row's score std, ``grpo_reward_temperature_relative``.
+
+    Returns:
+        torch.Tensor: rewards in (0, 1], shape [N], no grad.
+    """
+    logits = logits.detach()
+    target = target.reshape(-1, 1)
+    target_score = logits.gather(1, target)  # [N 1]
+    if relative:
+        temperature = temperature * logits[:, 1:].std(dim=1, unbiased=False, keepdim=True).clamp_min(1e-12)  # [N 1]
+    above = torch.sigmoid((logits[:, 1:] - target_score) / temperature).sum(dim=1)  # [N]; includes the target: 1/2
+    soft_rank = 1.0 + above - 0.5
+    return 1.0 / torch.log2(1.0 + soft_rank)
 
 
 def reward_ndcg_at_k(logits, target, k=10):
@@ -194,6 +253,7 @@ REWARDS = {
     "logprob": reward_logprob,
     "reciprocal_rank": reward_reciprocal_rank,
     "ndcg": reward_ndcg_at_k,
+    "soft_ndcg": reward_soft_ndcg,
 }
 
 
@@ -203,8 +263,7 @@ def sample_latents(thought, num_generations, noise_std_rel, generator=None, nois
     and :math:`\mathrm{RMS}(r_b) = \sqrt{\frac{1}{D}\sum_d r_{b,d}^2}` (per history, detached: the noise scale is
     a fixed exploration width, not something the policy learns).
 
-    The returned thoughts keep the gradient of ``thought`` (reparameterised: the ``target_logprob`` surrogate
-    differentiates through them); the Gaussian surrogate detaches them as actions.
+    The returned thoughts keep the gradient of ``thought``; the Gaussian surrogate detaches them as actions.
 
     Args:
         thought (torch.Tensor): latent thoughts :math:`r_b`, shape [B, D].

@@ -171,15 +171,19 @@ class SafeCheckpointMixin:
           None), ``batches`` (trained), ``n_batches`` (in
           the loader), ``samples`` (rows), ``data_s`` (seconds spent waiting for the loader), ``train_s``, ``cut``
           (the budget ended the epoch before its last batch);
-        - ``"valid_epoch"`` after each validation: ``stage``, ``score``, ``valid_s``;
+        - ``"valid_epoch"`` after each validation: ``stage``, ``score``, ``result`` (the metrics), ``valid_s``;
         - ``"evaluate"`` after each :meth:`evaluate`: ``eval_data``, ``seconds``;
         - ``"fit"`` when the outermost ``fit`` returns (FLR: after all stages): ``fit_s``, ``budget_spent``.
+
+        Every event's ``info`` also holds ``trainer`` (this trainer). :func:`recbole_flr.quick_start.run_recbole_flr`
+        sends its callbacks one more event before ``fit``: ``"prepared"`` with ``trainer``, ``train_data``,
+        ``valid_data`` and ``test_data``.
         """
         self.callbacks.append(callback)
 
     def _emit(self, event, **info):
         for callback in self.callbacks:
-            callback(event, info)
+            callback(event, dict(info, trainer=self))
 
     def over_budget(self):
         r"""Whether :attr:`time_budget` seconds have passed since the outermost ``fit`` began."""
@@ -290,7 +294,8 @@ class SafeCheckpointMixin:
     def _valid_epoch(self, valid_data, show_progress=False):
         tick = time.time()
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        self._emit("valid_epoch", stage=self.stage, score=float(valid_score), valid_s=time.time() - tick)
+        self._emit("valid_epoch", stage=self.stage, score=float(valid_score), result=valid_result,
+                   valid_s=time.time() - tick)  # fmt: skip
         return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
