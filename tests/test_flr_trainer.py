@@ -244,7 +244,9 @@ def test_time_budget_of_a_recbole_trainer_through_run_recbole_flr(tiny_config_di
     events = []
     result = run_recbole_flr("SASRec", "tiny", config_dict={**tiny_config_dict, "epochs": 3}, time_budget=1e-9,
                              callbacks=[lambda event, info: events.append((event, info.get("batches")))])
-    assert [e for e in events if e[0] != "evaluate"] == [("train_epoch", 1), ("valid_epoch", None), ("fit", None)]
+    assert [e for e in events if e[0] != "evaluate"] == [
+        ("prepared", None), ("train_epoch", 1), ("valid_epoch", None), ("fit", None)
+    ]  # fmt: skip
     assert events[-1] == ("evaluate", None) and math.isfinite(result["test_result"]["ndcg@10"])
 
 
