@@ -27,7 +27,11 @@ setup(
         "matplotlib>=3.5",  # explain and robustness figures, benchmark plots
     ],
     # gguf: llm_gguf_file (GGUF checkpoints through transformers); the tests write a tiny GGUF themselves
-    extras_require={"test": ["pytest>=7", "gguf>=0.10.0"], "gguf": ["gguf>=0.10.0"]},
+    # black and ruff: the formatter and linter that .ci/run checks (pinned: a new release must not turn CI red)
+    extras_require={
+        "test": ["pytest>=7", "gguf>=0.10.0", "black==26.10.1", "ruff==0.17.6"],
+        "gguf": ["gguf>=0.10.0"],
+    },
     scripts=["run_recbole_flr.py"],
     classifiers=[
         "Programming Language :: Python :: 3",

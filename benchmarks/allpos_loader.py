@@ -24,8 +24,8 @@ sys.path.insert(0, ROOT)
 
 
 from recbole_flr.config import Config  # noqa: E402
-from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_keys  # noqa: E402
+from recbole_flr.quick_start import prepare  # noqa: E402
 
 
 def one_pass(loader, keys):
@@ -47,8 +47,12 @@ def main():
     config_dict = {"gpu_id": "", "state": "ERROR", "show_progress": False, "seed": 2020, "reproducibility": True}
     if args.data_path:
         config_dict["data_path"] = os.path.abspath(args.data_path)
-    config = Config(model="SASRecAllPos", dataset=args.dataset, config_dict=config_dict,
-                    config_file_list=[os.path.join(ROOT, "recbole_flr", "properties", "protocol.yaml")])
+    config = Config(
+        model="SASRecAllPos",
+        dataset=args.dataset,
+        config_dict=config_dict,
+        config_file_list=[os.path.join(ROOT, "recbole_flr", "properties", "protocol.yaml")],
+    )
     config, model, _, train_data, _, _ = prepare(config=config)  # SASRecAllPos
     keys = model.training_window_keys
     compact = compact_train_data(train_data, model)
@@ -56,8 +60,16 @@ def main():
     for name, loader in (("every prefix row (RecBole's loader)", train_data), ("kept windows (compact)", compact)):
         cpu, wall, batches, seen = one_pass(loader, keys)
         assert torch.equal(seen, keys), f"{name}: the pass does not hold each kept window once"
-        rows.append({"loader": name, "rows": len(loader._dataset), "batch": loader.step, "batches": batches,
-                     "cpu_s": cpu, "wall_s": wall})
+        rows.append(
+            {
+                "loader": name,
+                "rows": len(loader._dataset),
+                "batch": loader.step,
+                "batches": batches,
+                "cpu_s": cpu,
+                "wall_s": wall,
+            }
+        )
     print(f"{args.dataset}: one pass over the train loader, collation only, 1 thread")
     print("| loader | rows | batch | batches | CPU s | wall s |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -27,16 +27,17 @@ the tuned seeds run N at a time; each row records the load average, and the runs
 alike. ``--results_tag=-gpu`` writes ``compare-<dataset>-gpu.*`` and its own docs section, so runs on another machine
 do not mix with this one's tables (``benchmarks/gpu_tuning.sh`` runs FLR and SASRecAllPos this way).
 
-FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1 (one factor), noreg (all three regularisers
-off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT only, so compare it with nogrpo: the loss at
-every position of one window per user instead of one pass per RecBole prefix sample), notext (``item_text_field: ~``:
-no title features, item ids only, as the baselines). FLR's own controls and head designs (SFT only; FLR.yaml's
-``thought_source``, ``user_vector``, ``factor_aggregation``): backbone (pass 1's last state alone: no latent module,
-no pass 2), constthought (a learned constant thought through pass 2), latentstate (score the latent state, no pass 2),
-mixture (a gate-weighted mixture of the K factors' softmaxes); sasrec (RecBole's SASRec encoder as the backbone,
-with backbone, latentstate or mixture); llmtext (frozen SmolLM2-135M title features, ``item_text_encoder: smollm2``,
-instead of the bag of title words; textonly adds ``item_text_only``). SASRecAllPos reads the same features with
-``--config item_text_encoder=smollm2 --label_suffix=+llmtext``.
+FLR variants (``--variants``, combined with ``+`` as in ``allpos+K1``; ``--ablations`` runs each alone): default, K1
+(one factor), noreg (all three regularisers off), nogrpo (SFT only), allpos (``train_all_positions: True``, SFT
+only, so compare it with nogrpo: the loss at every position of one window per user instead of one pass per RecBole
+prefix sample), notext (``item_text_field: ~``: no title features, item ids only, as the baselines). FLR's own
+controls and head designs (SFT only; FLR.yaml's ``thought_source``, ``user_vector``, ``factor_aggregation``):
+backbone (pass 1's last state alone: no latent module, no pass 2), constthought (a learned constant thought through
+pass 2), latentstate (score the latent state, no pass 2), mixture (a gate-weighted mixture of the K factors'
+softmaxes); sasrec (RecBole's SASRec encoder as the backbone, with backbone, latentstate or mixture); llmtext
+(frozen SmolLM2-135M title features, ``item_text_encoder: smollm2``, instead of the bag of title words; textonly
+adds ``item_text_only``). SASRecAllPos reads the same features with ``--config item_text_encoder=smollm2
+--label_suffix=+llmtext``.
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
         --time_budget 600 --ablations
@@ -100,19 +101,39 @@ VARIANTS = {
 
 #: The declared tuning grid per model: the same number of draws (``--trials``) for every model.
 _LR = [0.0005, 0.001, 0.002, 0.005]
-_SASREC_GRID = {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
-                "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5]}
+_SASREC_GRID = {
+    "learning_rate": _LR,
+    "hidden_size": [64, 128],
+    "n_layers": [1, 2, 3],
+    "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+    "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+}
 GRIDS = {
     "SASRec": _SASREC_GRID,
     "SASRecAllPos": _SASREC_GRID,
-    "BERT4Rec": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
-                 "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-                 "mask_ratio": [0.2, 0.4, 0.6]},
-    "GRU4Rec": {"learning_rate": _LR, "embedding_size": [64, 128], "hidden_size": [64, 128, 256],
-                "num_layers": [1, 2], "dropout_prob": [0.1, 0.2, 0.3, 0.5]},
-    "FLR": {"learning_rate": _LR, "hidden_size": [64, 128], "n_layers": [1, 2, 3],
-            "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5], "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-            "n_factors": [2, 4, 8]},
+    "BERT4Rec": {
+        "learning_rate": _LR,
+        "hidden_size": [64, 128],
+        "n_layers": [1, 2, 3],
+        "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+        "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+        "mask_ratio": [0.2, 0.4, 0.6],
+    },
+    "GRU4Rec": {
+        "learning_rate": _LR,
+        "embedding_size": [64, 128],
+        "hidden_size": [64, 128, 256],
+        "num_layers": [1, 2],
+        "dropout_prob": [0.1, 0.2, 0.3, 0.5],
+    },
+    "FLR": {
+        "learning_rate": _LR,
+        "hidden_size": [64, 128],
+        "n_layers": [1, 2, 3],
+        "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+        "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
+        "n_factors": [2, 4, 8],
+    },
 }
 
 
@@ -165,16 +186,26 @@ def _worker(spec_file):
             state["test"] = {"users": n, "seconds": info["seconds"]}
 
     result = quick_start.run_recbole_flr(
-        spec["model"], spec["dataset"], config_file_list=[os.path.join(ROOT, PROTOCOL)],
-        config_dict=spec["config"], saved=True, time_budget=spec["time_budget"] or None, callbacks=[record],
+        spec["model"],
+        spec["dataset"],
+        config_file_list=[os.path.join(ROOT, PROTOCOL)],
+        config_dict=spec["config"],
+        saved=True,
+        time_budget=spec["time_budget"] or None,
+        callbacks=[record],
     )
     out = {
         "test_result": {k: float(v) for k, v in result["test_result"].items()},
         "best_valid_result": {k: float(v) for k, v in (result["best_valid_result"] or {}).items()},
         "best_valid_score": float(result["best_valid_score"]),
-        "epochs": state["epochs"], "valid": state["valid"], "fit_s": state.get("fit_s"), "test": state["test"],
-        "cut": state["cut"], "torch_threads": torch.get_num_threads(),
-        "sft_valid_result": state["sft_valid"], "sft_test_result": state["sft_test"],
+        "epochs": state["epochs"],
+        "valid": state["valid"],
+        "fit_s": state.get("fit_s"),
+        "test": state["test"],
+        "cut": state["cut"],
+        "torch_threads": torch.get_num_threads(),
+        "sft_valid_result": state["sft_valid"],
+        "sft_test_result": state["sft_test"],
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
     with open(spec["out"], "w") as f:
@@ -196,8 +227,22 @@ def _cli_value(value):
 
 def _commands(args, model, dataset, seed, variant, extra):
     r"""(compare.py command that reproduces the row exactly, run_recbole_flr.py command with the same config)."""
-    compare = ["python", "benchmarks/compare.py", "--models", model, "--datasets", dataset, "--seeds", str(seed),
-               "--variants", variant, "--time_budget", str(args.time_budget), "--threads", str(args.threads)]
+    compare = [
+        "python",
+        "benchmarks/compare.py",
+        "--models",
+        model,
+        "--datasets",
+        dataset,
+        "--seeds",
+        str(seed),
+        "--variants",
+        variant,
+        "--time_budget",
+        str(args.time_budget),
+        "--threads",
+        str(args.threads),
+    ]
     if args.data_path:
         compare += ["--data_path", args.data_path]
     if args.label_suffix:
@@ -208,8 +253,13 @@ def _commands(args, model, dataset, seed, variant, extra):
     if pairs:
         compare += ["--config"] + pairs
     config = _run_config(args, dataset, seed, variant, extra, for_command=True)
-    direct = ["python", "run_recbole_flr.py", f"--model={model}", f"--dataset={dataset}",
-              f"--config_files={PROTOCOL}"] + [f"--{k}={_cli_value(v)}" for k, v in config.items()]
+    direct = [
+        "python",
+        "run_recbole_flr.py",
+        f"--model={model}",
+        f"--dataset={dataset}",
+        f"--config_files={PROTOCOL}",
+    ] + [f"--{k}={_cli_value(v)}" for k, v in config.items()]
     return shlex.join(compare), shlex.join(direct)
 
 
@@ -236,17 +286,39 @@ def run_one(args, model, dataset, seed, variant="default", extra=None, label=Non
     r"""Train and test one configuration in a subprocess; returns the row (or an ``error``)."""
     extra = dict(extra or {})
     compare_cmd, direct_cmd = _commands(args, model, dataset, seed, variant, extra)
-    row = {"model": model, "dataset": dataset, "seed": seed, "variant": label or variant, "config": extra,
-           "command": compare_cmd, "run_recbole_flr_command": direct_cmd, "time_budget": args.time_budget}
+    row = {
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "variant": label or variant,
+        "config": extra,
+        "command": compare_cmd,
+        "run_recbole_flr_command": direct_cmd,
+        "time_budget": args.time_budget,
+    }
     os.makedirs(args.scratch, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=args.scratch, delete=False) as f:
         out = f.name[:-5] + "-out.json"
-        json.dump({"model": model, "dataset": dataset, "threads": args.threads, "time_budget": args.time_budget,
-                   "config": _run_config(args, dataset, seed, variant, extra), "out": out}, f)
+        json.dump(
+            {
+                "model": model,
+                "dataset": dataset,
+                "threads": args.threads,
+                "time_budget": args.time_budget,
+                "config": _run_config(args, dataset, seed, variant, extra),
+                "out": out,
+            },
+            f,
+        )
     print(f"[compare] {model} {row['variant']} {dataset} seed {seed}: {compare_cmd}", flush=True)
     tick, load = time.time(), os.getloadavg()
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_worker", f.name], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--_worker", f.name],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with proc.stderr:
         stderr = proc.stderr.read()  # read stderr first so a chatty child cannot block, then reap it
     # reaped with os.wait4, whose rusage is this child's own peak RSS (not the maximum over all children so far)
@@ -261,8 +333,11 @@ def run_one(args, model, dataset, seed, variant="default", extra=None, label=Non
         return row
     with open(out) as f:
         row.update(_summarise(json.load(f)))
-    print(f"[compare]   test ndcg@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}, "
-          f"{row['epochs_run']:.2f} epochs, {row['train_s']:.0f} s, cut {row['cut']}", flush=True)
+    print(
+        f"[compare]   test ndcg@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}, "
+        f"{row['epochs_run']:.2f} epochs, {row['train_s']:.0f} s, cut {row['cut']}",
+        flush=True,
+    )
     return row
 
 
@@ -288,17 +363,26 @@ def _summarise(raw):
     best = max(valid, key=lambda v: v["score"]) if valid else None
     test = raw["test"] or {}
     return {
-        "test_result": raw["test_result"], "best_valid_result": raw["best_valid_result"],
-        "best_valid_score": raw["best_valid_score"], "cut": bool(raw["cut"]),
+        "test_result": raw["test_result"],
+        "best_valid_result": raw["best_valid_result"],
+        "best_valid_score": raw["best_valid_score"],
+        "cut": bool(raw["cut"]),
         "epochs_run": sum(e["batches"] / max(e["n_batches"], 1) for e in epochs),
         "sft_epochs_run": sum(e["batches"] / max(e["n_batches"], 1) for e in sft),
-        "best_epoch": best["epoch"] if best else None, "best_stage": best["stage"] if best else None,
-        "epoch_s": per_epoch, "epoch_s_estimated": estimated, "train_s": train_s, "valid_s": valid_s,
-        "fit_s": raw["fit_s"], "data_share": sum(e["data_s"] for e in epochs) / train_s if train_s else None,
+        "best_epoch": best["epoch"] if best else None,
+        "best_stage": best["stage"] if best else None,
+        "epoch_s": per_epoch,
+        "epoch_s_estimated": estimated,
+        "train_s": train_s,
+        "valid_s": valid_s,
+        "fit_s": raw["fit_s"],
+        "data_share": sum(e["data_s"] for e in epochs) / train_s if train_s else None,
         "samples_per_s": samples / train_s if train_s else None,
         "infer_users_per_s": test.get("users", 0) / test["seconds"] if test.get("seconds") else None,
         "learning_curve": [(v["epoch"], v["stage"], v["score"]) for v in valid],
-        "epoch_records": epochs, "torch_threads": raw["torch_threads"], "peak_gpu_mb": raw.get("peak_gpu_mb"),
+        "epoch_records": epochs,
+        "torch_threads": raw["torch_threads"],
+        "peak_gpu_mb": raw.get("peak_gpu_mb"),
         **_grpo_summary(raw),
     }
 
@@ -314,8 +398,10 @@ def _grpo_summary(raw):
     grpo_epochs = [e for e in raw["epochs"] if e["stage"] == "grpo" and not e["cut"]]
     stats = [e["grpo_stats"] for e in grpo_epochs if e.get("grpo_stats")]
     return {
-        "sft_valid_result": raw["sft_valid_result"], "sft_test_result": raw["sft_test_result"],
-        "grpo_best_epoch": best["epoch"], "grpo_best_valid_result": best["valid_result"],
+        "sft_valid_result": raw["sft_valid_result"],
+        "sft_test_result": raw["sft_test_result"],
+        "grpo_best_epoch": best["epoch"],
+        "grpo_best_valid_result": best["valid_result"],
         "grpo_best_test_result": best["test_result"],
         "grpo_curve": [(v["epoch"], v["score"], v["test_result"].get("ndcg@10")) for v in grpo_valid],
         "grpo_epoch_s": sum(e["train_s"] for e in grpo_epochs) / len(grpo_epochs) if grpo_epochs else None,
@@ -340,8 +426,12 @@ def step_cost(args, dataset):
         for variant in (args.variants if model_name == "FLR" else ["default"]):
             config_dict = _run_config(args, dataset, args.seeds[0], variant, {})
             config_dict.update({"gpu_id": "" if not torch.cuda.is_available() else config_dict.get("gpu_id", 0)})
-            config = Config(model=model_name, dataset=dataset, config_file_list=[os.path.join(ROOT, PROTOCOL)],
-                            config_dict=config_dict)
+            config = Config(
+                model=model_name,
+                dataset=dataset,
+                config_file_list=[os.path.join(ROOT, PROTOCOL)],
+                config_dict=config_dict,
+            )
             config, model, _, train_data, _, _ = prepare(config=config)
             optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
             model.train()
@@ -359,22 +449,40 @@ def step_cost(args, dataset):
                 optimizer.step()
                 times.append(time.time() - tick)
             step = sorted(times[1:])[len(times[1:]) // 2]
-            row = {"model": model_name, "variant": variant, "batch_rows": len(batches[0]), "step_s": step, "steps": times[1:], "loader_s": load_s,
-                   "batches_per_epoch": len(train_data), "epoch_s": (step + load_s) * len(train_data),
-                   "load_avg_1min": os.getloadavg()[0]}
-            print(f"[step_cost] {model_name} {variant}: {step:.3f} s/step, loader {load_s:.3f} s/batch, "
-                  f"epoch about {row['epoch_s']:.0f} s", flush=True)
+            row = {
+                "model": model_name,
+                "variant": variant,
+                "batch_rows": len(batches[0]),
+                "step_s": step,
+                "steps": times[1:],
+                "loader_s": load_s,
+                "batches_per_epoch": len(train_data),
+                "epoch_s": (step + load_s) * len(train_data),
+                "load_avg_1min": os.getloadavg()[0],
+            }
+            print(
+                f"[step_cost] {model_name} {variant}: {step:.3f} s/step, loader {load_s:.3f} s/batch, "
+                f"epoch about {row['epoch_s']:.0f} s",
+                flush=True,
+            )
             out.append(row)
     base = next((r["epoch_s"] for r in out if r["model"] == "SASRec"), None)
-    lines = [f"### {dataset}: training cost per epoch, measured back to back", "",
-             f"Machine: {machine_info(args.threads)}. {args.step_cost} timed steps per model after one warm-up step "
-             f"(median), batches of {out[0]['batch_rows'] if out else '-'} rows; "
-             "epoch = (step + loader time per batch) x batches per epoch.", "",
-             "| Model | Variant | s/step | Loader s/batch | Batches/epoch | s/epoch | vs SASRec |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {dataset}: training cost per epoch, measured back to back",
+        "",
+        f"Machine: {machine_info(args.threads)}. {args.step_cost} timed steps per model after one warm-up step "
+        f"(median), batches of {out[0]['batch_rows'] if out else '-'} rows; "
+        "epoch = (step + loader time per batch) x batches per epoch.",
+        "",
+        "| Model | Variant | s/step | Loader s/batch | Batches/epoch | s/epoch | vs SASRec |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in out:
         ratio = f"{r['epoch_s'] / base:.2f}x" if base else "-"
-        lines.append(f"| {r['model']} | {r['variant']} | {r['step_s']:.3f} | {r['loader_s']:.3f} | "
-                     f"{r['batches_per_epoch']} | {r['epoch_s']:.0f} | {ratio} |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['step_s']:.3f} | {r['loader_s']:.3f} | "
+            f"{r['batches_per_epoch']} | {r['epoch_s']:.0f} | {ratio} |"
+        )
     command = shlex.join(["python", "benchmarks/compare.py", *sys.argv[1:]])
     lines += ["", f"Command: `{command}`", ""]
     os.makedirs(RESULTS, exist_ok=True)
@@ -417,16 +525,27 @@ def tune(args, model, dataset, variant, add):
         print(f"[compare] {model}: every trial failed; no tuned run", flush=True)
         return
     best = max(good, key=lambda r: r["best_valid_score"])
-    print(f"[compare] {model}: best trial {best['variant']} (valid {best['best_valid_score']:.4f}): {best['config']}",
-          flush=True)
+    print(
+        f"[compare] {model}: best trial {best['variant']} (valid {best['best_valid_score']:.4f}): {best['config']}",
+        flush=True,
+    )
     add({**best, "variant": f"{prefix}tuned{args.label_suffix}", "reused_from": best["variant"]})
-    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, best["config"],
-                                         label=f"{prefix}tuned{args.label_suffix}") for seed in args.seeds[1:]], add)
+    in_parallel(
+        args,
+        [
+            functools.partial(
+                run_one, args, model, dataset, seed, variant, best["config"], label=f"{prefix}tuned{args.label_suffix}"
+            )
+            for seed in args.seeds[1:]
+        ],
+        add,
+    )
 
 
 def in_parallel(args, runs, add):
     r"""Call each of ``runs`` (each returns a row), ``--jobs`` at a time, ``add`` each row as it comes; returns the
     rows in the order of ``runs``. Runs side by side share the machine: each row records the load average."""
+
     def one(run):
         row = run()
         add(row)
@@ -462,12 +581,26 @@ def aggregate(rows):
             groups.setdefault((row["model"], row["variant"]), []).append(row)
     out = []
     for (model, variant), runs in groups.items():
-        entry = {"model": model, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
-                 "cut": sum(_stopped_by_budget(r) for r in runs), "commands": [r["command"] for r in runs]}
+        entry = {
+            "model": model,
+            "variant": variant,
+            "seeds": sorted(r["seed"] for r in runs),
+            "cut": sum(_stopped_by_budget(r) for r in runs),
+            "commands": [r["command"] for r in runs],
+        }
         for metric in METRICS:
             entry[metric] = _mean_std([r["test_result"].get(metric) for r in runs])
-        for key in ("epochs_run", "best_epoch", "epoch_s", "train_s", "samples_per_s", "peak_rss_mb",
-                    "peak_gpu_mb", "infer_users_per_s", "data_share"):
+        for key in (
+            "epochs_run",
+            "best_epoch",
+            "epoch_s",
+            "train_s",
+            "samples_per_s",
+            "peak_rss_mb",
+            "peak_gpu_mb",
+            "infer_users_per_s",
+            "data_share",
+        ):
             entry[key] = _mean_std([r.get(key) for r in runs])
         entry["epoch_s_estimated"] = any(r["epoch_s_estimated"] for r in runs)
         out.append(entry)
@@ -482,18 +615,28 @@ def _grpo_table(rows):
     runs = [r for r in rows if "error" not in r and r.get("grpo_best_valid_result")]
     if not runs:
         return []
-    lines = ["", "GRPO against the SFT checkpoint it starts from, per run (valid / test; GRPO: its best valid epoch):",
-             "", "| Variant | Seed | SFT NDCG@10 | GRPO NDCG@10 | SFT Recall@10 | GRPO Recall@10 | GRPO best epoch "
-             "| groups with signal | SFT s/epoch | GRPO s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "GRPO against the SFT checkpoint it starts from, per run (valid / test; GRPO: its best valid epoch):",
+        "",
+        "| Variant | Seed | SFT NDCG@10 | GRPO NDCG@10 | SFT Recall@10 | GRPO Recall@10 | GRPO best epoch "
+        "| groups with signal | SFT s/epoch | GRPO s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
-        sv, st, gv, gt = (r["sft_valid_result"], r["sft_test_result"], r["grpo_best_valid_result"],
-                          r["grpo_best_test_result"])
+        sv, st, gv, gt = (
+            r["sft_valid_result"],
+            r["sft_test_result"],
+            r["grpo_best_valid_result"],
+            r["grpo_best_test_result"],
+        )
         pair = lambda v, t, m: f"{v[m]:.4f} / {t[m]:.4f}"  # noqa: E731
         share = r.get("grpo_signal_share")
         lines.append(
             f"| {r['variant']} | {r['seed']} | {pair(sv, st, 'ndcg@10')} | {pair(gv, gt, 'ndcg@10')} | "
             f"{pair(sv, st, 'recall@10')} | {pair(gv, gt, 'recall@10')} | {r['grpo_best_epoch']} | "
-            f"{'' if share is None else f'{share:.2f}'} | {r['epoch_s']:.1f} | {r['grpo_epoch_s']:.1f} |")
+            f"{'' if share is None else f'{share:.2f}'} | {r['epoch_s']:.1f} | {r['grpo_epoch_s']:.1f} |"
+        )
     return lines
 
 
@@ -513,14 +656,19 @@ def _budgets(rows):
 def markdown(dataset, rows, meta):
     agg = aggregate(rows)
     gpu = any(e["peak_gpu_mb"][0] is not None for e in agg)  # runs on a GPU: its peak allocated memory too
-    lines = [f"### {dataset}", "",
-             f"Machine: {meta['machine'].split(', load average')[0]} (each run's load average is in its line below). "
-             f"Budget per run: {_budgets(rows)} of training (a variant's `@...s` suffix names its budget). "
-             f"Mean ± sample std over the seeds listed; `cut` = runs stopped by the budget (not converged).", "",
-             "| Model | Variant | Seeds | NDCG@10 | Recall@10 | MRR@10 | Hit@10 | Epochs run | Best epoch | s/epoch "
-             "| Train s | Samples/s | Data-loader share | Peak RSS MB |" + (" Peak GPU MB |" if gpu else "")
-             + " Infer users/s | Cut |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
+    lines = [
+        f"### {dataset}",
+        "",
+        f"Machine: {meta['machine'].split(', load average')[0]} (each run's load average is in its line below). "
+        f"Budget per run: {_budgets(rows)} of training (a variant's `@...s` suffix names its budget). "
+        f"Mean ± sample std over the seeds listed; `cut` = runs stopped by the budget (not converged).",
+        "",
+        "| Model | Variant | Seeds | NDCG@10 | Recall@10 | MRR@10 | Hit@10 | Epochs run | Best epoch | s/epoch "
+        "| Train s | Samples/s | Data-loader share | Peak RSS MB |"
+        + (" Peak GPU MB |" if gpu else "")
+        + " Infer users/s | Cut |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
+    ]
     for e in agg:
         est = " (est.)" if e["epoch_s_estimated"] else ""
         lines.append(
@@ -528,15 +676,26 @@ def markdown(dataset, rows, meta):
             f"{_fmt(e['mrr@10'])} | {_fmt(e['hit@10'])} | {_fmt(e['epochs_run'], 2)} | {_fmt(e['best_epoch'], 1)} | "
             f"{_fmt(e['epoch_s'], 0)}{est} | {_fmt(e['train_s'], 0)} | {_fmt(e['samples_per_s'], 0)} | "
             f"{_fmt(e['data_share'], 2)} | {_fmt(e['peak_rss_mb'], 0)} | "
-            + (f"{_fmt(e['peak_gpu_mb'], 0)} | " if gpu else "") + f"{_fmt(e['infer_users_per_s'], 0)} | "
-            f"{e['cut']}/{len(e['seeds'])} |")
-    lines += ["", "All test metrics (mean over seeds):", "",
-              "| Model | Variant | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+            + (f"{_fmt(e['peak_gpu_mb'], 0)} | " if gpu else "")
+            + f"{_fmt(e['infer_users_per_s'], 0)} | "
+            f"{e['cut']}/{len(e['seeds'])} |"
+        )
+    lines += [
+        "",
+        "All test metrics (mean over seeds):",
+        "",
+        "| Model | Variant | " + " | ".join(METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
     for e in agg:
         lines.append(f"| {e['model']} | {e['variant']} | " + " | ".join(_fmt(e[m], 4, False) for m in METRICS) + " |")
     lines += _grpo_table(rows)
-    lines += ["", "Runs (each line's command reproduces it; `run_recbole_flr.py` equivalents, without the budget, "
-              f"are in `benchmarks/results/compare-{dataset}.json`):", ""]
+    lines += [
+        "",
+        "Runs (each line's command reproduces it; `run_recbole_flr.py` equivalents, without the budget, "
+        f"are in `benchmarks/results/compare-{dataset}.json`):",
+        "",
+    ]
     for row in rows:
         status = "error" if "error" in row else f"NDCG@10 {row['test_result'].get('ndcg@10', float('nan')):.4f}"
         load = row.get("load_avg_1min")
@@ -560,13 +719,23 @@ def plot(dataset, rows, path):
             continue
         n = used[e["model"]] = used.get(e["model"], -1) + 1  # one colour per model, one marker per variant
         colour = f"C{MODELS.index(e['model']) if e['model'] in MODELS else len(MODELS)}"
-        ax.errorbar(x, y, xerr=xs or None, yerr=ys or None, fmt=markers[n % len(markers)], color=colour, capsize=3,
-                    label=f"{e['model']} {e['variant']}" + (" (cut)" if e["cut"] else ""))
+        ax.errorbar(
+            x,
+            y,
+            xerr=xs or None,
+            yerr=ys or None,
+            fmt=markers[n % len(markers)],
+            color=colour,
+            capsize=3,
+            label=f"{e['model']} {e['variant']}" + (" (cut)" if e["cut"] else ""),
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training time per run, s (log)")
     ax.set_ylabel("test NDCG@10")
-    ax.set_title(f"{dataset}: quality against training time\n(mean ± std over seeds; single tuning trials are in the table)",
-                 fontsize=10)
+    ax.set_title(
+        f"{dataset}: quality against training time\n(mean ± std over seeds; single tuning trials are in the table)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -607,7 +776,7 @@ def _update_doc(dataset, section):
     text = open(DOC).read() if os.path.exists(DOC) else "# Benchmarks\n\n"
     block = f"{begin}\n{section}{end}"
     if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     os.makedirs(os.path.dirname(DOC), exist_ok=True)
@@ -644,19 +813,39 @@ def parse_args(argv=None):
     parser.add_argument("--variants", nargs="+", default=["default"], help=f"FLR variants: {list(VARIANTS)}")
     parser.add_argument("--ablations", action="store_true", help="run every FLR variant")
     parser.add_argument("--trials", type=int, default=0, help="random-search trials per model (0: defaults only)")
-    parser.add_argument("--skip_defaults", action="store_true",
-                        help="with --trials: only the tuning runs (the default-config runs are already in the JSON)")
+    parser.add_argument(
+        "--skip_defaults",
+        action="store_true",
+        help="with --trials: only the tuning runs (the default-config runs are already in the JSON)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs side by side: the seeds of a variant, the trials, then the tuned seeds (a GPU machine)")
-    parser.add_argument("--results_tag", default="",
-                        help="added to the results' names: compare-<dataset><tag>.json and its docs section (e.g. -gpu)")
-    parser.add_argument("--label_suffix", default="",
-                        help="added to the variant's name in the tables (e.g. '@1500s' to keep runs of another budget apart)")
-    parser.add_argument("--step_cost", type=int, default=0,
-                        help="only time this many training steps per model, back to back (no training to the end)")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the runs already in the dataset's JSON (also: several compare.py side by side)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side: the seeds of a variant, the trials, then the tuned seeds (a GPU machine)",
+    )
+    parser.add_argument(
+        "--results_tag",
+        default="",
+        help="added to the results' names: compare-<dataset><tag>.json and its docs section (e.g. -gpu)",
+    )
+    parser.add_argument(
+        "--label_suffix",
+        default="",
+        help="added to the variant's name in the tables (e.g. '@1500s' to keep runs of another budget apart)",
+    )
+    parser.add_argument(
+        "--step_cost",
+        type=int,
+        default=0,
+        help="only time this many training steps per model, back to back (no training to the end)",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the runs already in the dataset's JSON (also: several compare.py side by side)",
+    )
     parser.add_argument("--report_only", action="store_true", help="only rebuild tables and plot from the JSON")
     parser.add_argument("--scratch", default=os.path.join(ROOT, "benchmarks", "scratch", "compare"))
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -686,9 +875,13 @@ def main(argv=None):
         name = dataset + args.results_tag  # the results' file and docs section
         path = os.path.join(RESULTS, f"compare-{name}.json")
         meta = {
-            "machine": machine_info(args.threads), "time_budget": args.time_budget, "protocol": PROTOCOL,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv,
-            "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}}}
+            "machine": machine_info(args.threads),
+            "time_budget": args.time_budget,
+            "protocol": PROTOCOL,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "argv": sys.argv,
+            "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}},
+        }
         if args.report_only:
             if os.path.exists(path):
                 old = json.load(open(path))
@@ -700,7 +893,7 @@ def main(argv=None):
         fresh = [not args.append]  # the first row of a run without --append starts the JSON anew
         lock = threading.Lock()  # --jobs: rows come from several threads
 
-        def add(row, name=name):
+        def add(row, name=name, lock=lock, meta=meta, fresh=fresh):
             with lock:
                 record(name, row, meta, fresh[0])
                 fresh[0] = False
@@ -710,8 +903,16 @@ def main(argv=None):
             variants = args.variants if model == "FLR" else ["default"]
             if not args.skip_defaults:
                 for variant in variants:
-                    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant,
-                                                         label=variant + args.label_suffix) for seed in args.seeds], add)
+                    in_parallel(
+                        args,
+                        [
+                            functools.partial(
+                                run_one, args, model, dataset, seed, variant, label=variant + args.label_suffix
+                            )
+                            for seed in args.seeds
+                        ],
+                        add,
+                    )
             if args.trials:
                 tune(args, model, dataset, variants[0], add)
     return 0

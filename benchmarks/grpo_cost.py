@@ -94,8 +94,12 @@ def main():
     parser.add_argument("--surrogate", default="gaussian", choices=["gaussian"])  # target_logprob: removed (issue 14)
     parser.add_argument("--trainable", default="latent", choices=["latent", "latent+head", "all"])
     parser.add_argument("--beta", type=float, default=0.0)
-    parser.add_argument("--decode", default="model", choices=["model", "parallel"],
-                        help="GRPO's pass 2: the model's decode, or the parallel-query prototype (what-if)")
+    parser.add_argument(
+        "--decode",
+        default="model",
+        choices=["model", "parallel"],
+        help="GRPO's pass 2: the model's decode, or the parallel-query prototype (what-if)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -127,8 +131,10 @@ def main():
     for trainer in (sft, grpo):  # warm-up (allocator, first-call overheads)
         time_batches(trainer, train_data, 1)
     # SFT and GRPO alternate round by round, so that a busy shared machine slows both alike
-    rounds = [(time_batches(sft, train_data, args.batches), time_batches(grpo, train_data, args.batches))
-              for _ in range(args.repeats)]
+    rounds = [
+        (time_batches(sft, train_data, args.batches), time_batches(grpo, train_data, args.batches))
+        for _ in range(args.repeats)
+    ]
     sft_batch = statistics.median(r[0] for r in rounds)
     grpo_batch = statistics.median(r[1] for r in rounds)
     ratios = [g / s for s, g in rounds]
@@ -170,8 +176,10 @@ def main():
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
     }
     os.makedirs(RESULTS, exist_ok=True)
-    suffix = "" if (args.surrogate, args.trainable, args.beta) == ("gaussian", "latent", 0.0) else (
-        f"-{args.surrogate}-{args.trainable.replace('+', '_')}-beta{args.beta:g}"
+    suffix = (
+        ""
+        if (args.surrogate, args.trainable, args.beta) == ("gaussian", "latent", 0.0)
+        else (f"-{args.surrogate}-{args.trainable.replace('+', '_')}-beta{args.beta:g}")
     )
     suffix += "-parallel_decode" if args.decode == "parallel" else ""
     out = os.path.join(RESULTS, f"grpo_cost-{args.dataset}{suffix}.json")
@@ -179,15 +187,19 @@ def main():
         json.dump(result, f, indent=2)
 
     extrapolated = " (extrapolated)" if result["epoch_extrapolated"] else ""
-    print(f"{args.dataset}: {result['train_samples']} train samples, {epoch_batches} batches of "
-          f"{config['train_batch_size']}, {result['n_items']} items, G={args.num_generations}, "
-          f"{args.surrogate}/{args.trainable}/beta={args.beta}/decode={args.decode}, "
-          f"{torch.get_num_threads()} threads on {cpu_name()}")
+    print(
+        f"{args.dataset}: {result['train_samples']} train samples, {epoch_batches} batches of "
+        f"{config['train_batch_size']}, {result['n_items']} items, G={args.num_generations}, "
+        f"{args.surrogate}/{args.trainable}/beta={args.beta}/decode={args.decode}, "
+        f"{torch.get_num_threads()} threads on {cpu_name()}"
+    )
     print(f"{'stage':<6} {'s/batch':>9} {'s/epoch' + extrapolated:>24}")
     print(f"{'sft':<6} {sft_batch:>9.3f} {result['sft_s_per_epoch']:>24.1f}")
     print(f"{'grpo':<6} {grpo_batch:>9.3f} {result['grpo_s_per_epoch']:>24.1f}")
-    print(f"GRPO / SFT = {result['grpo_over_sft']:.2f}x (median of {args.repeats} alternating rounds: "
-          f"{', '.join(f'{r:.2f}' for r in ratios)})  ->  {out}")
+    print(
+        f"GRPO / SFT = {result['grpo_over_sft']:.2f}x (median of {args.repeats} alternating rounds: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)})  ->  {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import recbole  # noqa: E402
 from recbole.utils import init_logger  # noqa: E402
 
+from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 from recbole_flr.config import Config  # noqa: E402
 from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
-from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC = "ndcg@10"
@@ -88,27 +88,35 @@ def main():
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)
         grpo_epochs = []
-        trainer.add_callback(lambda event, info: grpo_epochs.append(info["epoch"]) if event == "train_epoch" else None)
+        trainer.add_callback(
+            lambda event, info, epochs=grpo_epochs: epochs.append(info["epoch"]) if event == "train_epoch" else None
+        )
         t = time.time()
         trainer.fit(train_data, valid_data, saved=True)
         grpo_time = time.time() - t
         test = trainer.evaluate(test_data, load_best_model=True)
-        runs.append({
-            "seed": seed,
-            "sft_valid": float(trainer.sft_valid_result[METRIC]),
-            "sft_test": float(sft_test[METRIC]),
-            "best_valid": float(trainer.best_valid_result[METRIC]),
-            "test": float(test[METRIC]),
-            "grpo_improved_valid": trainer.grpo_improved,
-            "grpo_epochs_run": len(grpo_epochs),
-            "grpo_seconds": grpo_time,
-        })
+        runs.append(
+            {
+                "seed": seed,
+                "sft_valid": float(trainer.sft_valid_result[METRIC]),
+                "sft_test": float(sft_test[METRIC]),
+                "best_valid": float(trainer.best_valid_result[METRIC]),
+                "test": float(test[METRIC]),
+                "grpo_improved_valid": trainer.grpo_improved,
+                "grpo_epochs_run": len(grpo_epochs),
+                "grpo_seconds": grpo_time,
+            }
+        )
         print(json.dumps(runs[-1]), flush=True)
 
     def summary(key):
         values = [run[key] for run in runs]
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "min": min(values), "max": max(values)}
+        return {
+            "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+        }
 
     result = {
         "dataset": args.dataset,
@@ -131,8 +139,10 @@ def main():
     g_valid, g_test = result["grpo_valid_ndcg@10"], result["grpo_test_ndcg@10"]
     print(f"{args.dataset} NDCG@10   valid          test")
     print(f"SFT              {result['sft_valid_ndcg@10']:.4f}         {result['sft_test_ndcg@10']:.4f}")
-    print(f"SFT+GRPO ({len(runs)} seeds) {g_valid['mean']:.4f}+-{g_valid['std']:.4f} "
-          f"{g_test['mean']:.4f}+-{g_test['std']:.4f}")
+    print(
+        f"SFT+GRPO ({len(runs)} seeds) {g_valid['mean']:.4f}+-{g_valid['std']:.4f} "
+        f"{g_test['mean']:.4f}+-{g_test['std']:.4f}"
+    )
     print(f"GRPO beat SFT on valid in {sum(result['grpo_improved_valid'])}/{len(runs)} seeds  ->  {out}")
 
 

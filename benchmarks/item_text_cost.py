@@ -27,8 +27,11 @@ ROWS = [
     ("FLR, bag of title words (default)", "FLR", {}),
     ("FLR, SmolLM2 title features", "FLR", {"item_text_encoder": "smollm2"}),
     ("FLR backbone alone, bag of title words", "FLR", {"thought_source": "none", "user_vector": "last_state"}),
-    ("FLR backbone alone, SmolLM2 title features", "FLR",
-     {"thought_source": "none", "user_vector": "last_state", "item_text_encoder": "smollm2"}),
+    (
+        "FLR backbone alone, SmolLM2 title features",
+        "FLR",
+        {"thought_source": "none", "user_vector": "last_state", "item_text_encoder": "smollm2"},
+    ),
     ("SASRecAllPos, ids only", "SASRecAllPos", {}),
     ("SASRecAllPos, SmolLM2 title features", "SASRecAllPos", {"item_text_encoder": "smollm2"}),
 ]
@@ -91,8 +94,14 @@ def main():
     base = rows[-2]["epoch_s"]
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
-    lines = [f"### {args.dataset}: what item text costs", "", f"Machine: {machine}.", "",
-             "| Row | s/step (median) | batches/epoch | s/epoch | vs SASRecAllPos ids only |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {args.dataset}: what item text costs",
+        "",
+        f"Machine: {machine}.",
+        "",
+        "| Row | s/step (median) | batches/epoch | s/epoch | vs SASRecAllPos ids only |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {r['row']} | {r['step_s']:.3f} | {r['batches_per_epoch']} | {r['epoch_s']:.1f} | "
               f"{r['epoch_s'] / base:.2f}x |" for r in rows]  # fmt: skip
     lines += ["", f"One-time encoding with SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised to float32): model loading "

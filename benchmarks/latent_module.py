@@ -32,8 +32,13 @@ SHAPES = {"ml-1m": (47, 50), "amazon-games": (310, 20)}  # (windows per batch, h
 
 
 def module_at(revision):
-    source = subprocess.run(["git", "show", f"{revision}:recbole_flr/model/latent_reasoning.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{revision}:recbole_flr/model/latent_reasoning.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location(f"latent_reasoning_{revision}", f.name)
@@ -79,21 +84,42 @@ def main():
                     times[name].append(seconds)
                 else:  # the warm-up step's outputs show that both compute the same thing
                     first[name] = out
-        diff = max((getattr(first["current"], key) - getattr(first[args.against], key)).abs().max().item()
-                   for key in ("thought", "factors", "attention", "gates", "all_gates"))
+        diff = max(
+            (getattr(first["current"], key) - getattr(first[args.against], key)).abs().max().item()
+            for key in ("thought", "factors", "attention", "gates", "all_gates")
+        )
         median = {name: statistics.median(values) for name, values in times.items()}
-        rows.append({"shape": dataset, "windows": batch, "length": length, "max_abs_diff": diff,
-                     "median_s": median, "speedup": median[args.against] / median["current"]})
-    print(f"forward + backward of forward_positions, median of {args.steps} (one thread's CPU time), "
-          f"D={args.hidden_size} K={args.n_factors} T={args.latent_steps}, load {os.getloadavg()[0]:.1f}")
+        rows.append(
+            {
+                "shape": dataset,
+                "windows": batch,
+                "length": length,
+                "max_abs_diff": diff,
+                "median_s": median,
+                "speedup": median[args.against] / median["current"],
+            }
+        )
+    print(
+        f"forward + backward of forward_positions, median of {args.steps} (one thread's CPU time), "
+        f"D={args.hidden_size} K={args.n_factors} T={args.latent_steps}, load {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'shape':<14}{'B x L':>9}{'current s':>11}{args.against + ' s':>12}{'speed-up':>10}{'max |diff|':>12}")
     for r in rows:
-        print(f"{r['shape']:<14}{r['windows']:>5} x {r['length']:<3}{r['median_s']['current']:>9.4f}"
-              f"{r['median_s'][args.against]:>12.4f}{r['speedup']:>9.2f}x{r['max_abs_diff']:>12.1e}")
+        print(
+            f"{r['shape']:<14}{r['windows']:>5} x {r['length']:<3}{r['median_s']['current']:>9.4f}"
+            f"{r['median_s'][args.against]:>12.4f}{r['speedup']:>9.2f}x{r['max_abs_diff']:>12.1e}"
+        )
     out = os.path.join(ROOT, "benchmarks", "results", "latent_module.json")
     with open(out, "w") as f:
-        json.dump({"command": "python benchmarks/latent_module.py " + " ".join(sys.argv[1:]),
-                   "load_avg_1min": os.getloadavg()[0], "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "command": "python benchmarks/latent_module.py " + " ".join(sys.argv[1:]),
+                "load_avg_1min": os.getloadavg()[0],
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
     print(f"wrote {os.path.relpath(out, ROOT)}")
 
 

@@ -77,7 +77,8 @@ def main():
     epoch_seconds = {stage: round(epoch_time[stage] / epochs[stage], 2) for stage in epochs if epochs[stage]}
     test = re.search(r"test result.*?'ndcg@10',\s*(?:np\.float64\()?([0-9.]+)", log.replace("\n", " "))
     result = {
-        "command": (f"OMP_NUM_THREADS={args.omp_threads} " if args.omp_threads else "") + "python "
+        "command": (f"OMP_NUM_THREADS={args.omp_threads} " if args.omp_threads else "")
+        + "python "
         + " ".join(COMMAND + args.extra),
         "minutes": round(seconds / 60, 2),
         "sft_epochs": epochs["sft"],

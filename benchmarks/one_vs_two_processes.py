@@ -40,7 +40,15 @@ if __name__ == "__main__":
         print(f"{name:<12} {result['best_valid_score']:>14.4f} {test['ndcg@10']:>13.4f} {test['recall@10']:>15.4f}")
     out = os.path.join(REPO, "benchmarks", "results", "one_vs_two_processes.json")
     with open(out, "w") as f:
-        json.dump({name: {"best_valid": float(r["best_valid_score"]),
-                          "test": {k: float(v) for k, v in r["test_result"].items()}} for name, r in rows.items()},
-                  f, indent=2)
+        json.dump(
+            {
+                name: {
+                    "best_valid": float(r["best_valid_score"]),
+                    "test": {k: float(v) for k, v in r["test_result"].items()},
+                }
+                for name, r in rows.items()
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {out}")

@@ -62,8 +62,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     config = {
-        "epochs": args.epochs, "data_path": os.path.abspath(args.data_path), "show_progress": False,
-        "train_neg_sample_args": None, "gpu_id": "", "eval_step": 10**6, "checkpoint_dir": "saved",
+        "epochs": args.epochs,
+        "data_path": os.path.abspath(args.data_path),
+        "show_progress": False,
+        "train_neg_sample_args": None,
+        "gpu_id": "",
+        "eval_step": 10**6,
+        "checkpoint_dir": "saved",
     }
     workdir = os.path.join(REPO, "benchmarks", "scratch")
     os.makedirs(workdir, exist_ok=True)
@@ -73,8 +78,10 @@ def main():
     for _ in range(args.repeats):
         for side, code in sides.items():
             times[side] += epoch_times(code, workdir)
-    rows = {side: {"epochs_timed": len(t), "mean_s": statistics.mean(t), "min_s": min(t), "max_s": max(t)}
-            for side, t in times.items()}
+    rows = {
+        side: {"epochs_timed": len(t), "mean_s": statistics.mean(t), "min_s": min(t), "max_s": max(t)}
+        for side, t in times.items()
+    }
     print(f"{args.model} on {args.dataset}, {args.threads} torch threads, {platform.processor() or platform.machine()}")
     print(f"{'path':<12} {'epochs':>6} {'mean s':>8} {'min s':>8} {'max s':>8}")
     for side, row in rows.items():
@@ -84,9 +91,18 @@ def main():
     os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
     out = os.path.join(REPO, "benchmarks", "results", f"overhead-{args.model}-{args.dataset}.json")
     with open(out, "w") as f:
-        json.dump({"args": vars(args), "times": times, "summary": rows, "ratio": ratio,
-                   "machine": f"{os.cpu_count()} cores, {platform.platform()}", "date": time.strftime("%Y-%m-%d")}, f,
-                  indent=2)
+        json.dump(
+            {
+                "args": vars(args),
+                "times": times,
+                "summary": rows,
+                "ratio": ratio,
+                "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+                "date": time.strftime("%Y-%m-%d"),
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {out}")
 
 

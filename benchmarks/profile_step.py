@@ -30,13 +30,29 @@ from recbole_flr.quick_start import prepare  # noqa: E402
 
 #: (label, model, extra config, methods to time: attribute path -> part name)
 SPECS = [
-    ("FLR allpos", "FLR", {"train_all_positions": True},
-     {"encode": "pass 1 (backbone over the history)", "latent.forward_positions": "latent factors",
-      "backbone.extend": "pass 2 (thought tokens)", "item_scores": "item scores", "loss_fct.forward": "cross-entropy",
-      "regularisers": "regularisers"}),
-    ("SASRecAllPos", "SASRecAllPos", {},
-     {"sequence_output": "transformer over the history", "all_positions_forward": "(all_positions_forward)",
-      "loss_fct.forward": "cross-entropy"}),
+    (
+        "FLR allpos",
+        "FLR",
+        {"train_all_positions": True},
+        {
+            "encode": "pass 1 (backbone over the history)",
+            "latent.forward_positions": "latent factors",
+            "backbone.extend": "pass 2 (thought tokens)",
+            "item_scores": "item scores",
+            "loss_fct.forward": "cross-entropy",
+            "regularisers": "regularisers",
+        },
+    ),
+    (
+        "SASRecAllPos",
+        "SASRecAllPos",
+        {},
+        {
+            "sequence_output": "transformer over the history",
+            "all_positions_forward": "(all_positions_forward)",
+            "loss_fct.forward": "cross-entropy",
+        },
+    ),
 ]
 
 
@@ -57,9 +73,19 @@ def timed(record, part, method):
 
 
 def profile(label, model_name, extra, parts, args):
-    config = Config(model=model_name, dataset=args.dataset, config_file_list=[os.path.join(ROOT, "recbole_flr/properties/protocol.yaml")],
-                    config_dict={"data_path": args.data_path, "gpu_id": "", "show_progress": False, "state": "WARNING",
-                                 "checkpoint_dir": os.path.join(ROOT, "benchmarks", "scratch", "saved"), **extra})
+    config = Config(
+        model=model_name,
+        dataset=args.dataset,
+        config_file_list=[os.path.join(ROOT, "recbole_flr/properties/protocol.yaml")],
+        config_dict={
+            "data_path": args.data_path,
+            "gpu_id": "",
+            "show_progress": False,
+            "state": "WARNING",
+            "checkpoint_dir": os.path.join(ROOT, "benchmarks", "scratch", "saved"),
+            **extra,
+        },
+    )
     config, model, _, train_data, _, _ = prepare(config=config)
     record = {}
     for path, part in parts.items():
@@ -83,12 +109,24 @@ def profile(label, model_name, extra, parts, args):
         backward = clock()
         optimizer.step()
         end = clock()
-        rows.append({**record, "forward (total)": forward - start, "backward": backward - forward,
-                     "optimizer step": end - backward, "step (total)": end - start})
+        rows.append(
+            {
+                **record,
+                "forward (total)": forward - start,
+                "backward": backward - forward,
+                "optimizer step": end - backward,
+                "step (total)": end - start,
+            }
+        )
     rows = rows[1:]  # the warm-up step
     median = {key: statistics.median(r.get(key, 0.0) for r in rows) for key in rows[0]}
-    return {"label": label, "batch_rows": len(batch), "batches_per_epoch": len(train_data), "median_s": median,
-            "steps": rows}
+    return {
+        "label": label,
+        "batch_rows": len(batch),
+        "batches_per_epoch": len(train_data),
+        "median_s": median,
+        "steps": rows,
+    }
 
 
 def main():
@@ -97,8 +135,11 @@ def main():
     parser.add_argument("--data_path", default=os.path.join(ROOT, "..", "shared", "datasets"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--detect_anomaly", action="store_true",
-                        help="turn autograd anomaly detection back on, as RecBole 1.2.1 leaves it (to measure its cost)")
+    parser.add_argument(
+        "--detect_anomaly",
+        action="store_true",
+        help="turn autograd anomaly detection back on, as RecBole 1.2.1 leaves it (to measure its cost)",
+    )
     args = parser.parse_args()
     args.data_path = os.path.abspath(args.data_path)
     torch.set_num_threads(args.threads)
@@ -106,20 +147,35 @@ def main():
     torch.autograd.set_detect_anomaly(args.detect_anomaly)  # import recbole_flr turned it off
     load = os.getloadavg()[0]
     results = [profile(*spec, args) for spec in SPECS]
-    lines = [f"{args.dataset}: median seconds per training step ({args.steps} steps, {args.threads} thread(s), "
-             f"{'CPU' if args.threads == 1 else 'wall'} time, "
-             f"load average {load:.1f}, anomaly detection {'on' if args.detect_anomaly else 'off'})", ""]
+    lines = [
+        f"{args.dataset}: median seconds per training step ({args.steps} steps, {args.threads} thread(s), "
+        f"{'CPU' if args.threads == 1 else 'wall'} time, "
+        f"load average {load:.1f}, anomaly detection {'on' if args.detect_anomaly else 'off'})",
+        "",
+    ]
     for result in results:
-        lines.append(f"{result['label']} (batch of {result['batch_rows']} rows, {result['batches_per_epoch']} per epoch):")
+        lines.append(
+            f"{result['label']} (batch of {result['batch_rows']} rows, {result['batches_per_epoch']} per epoch):"
+        )
         lines += [f"  {part:<40} {seconds:8.3f}" for part, seconds in result["median_s"].items()]
     print("\n".join(lines))
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
     suffix = "-detect_anomaly" if args.detect_anomaly else ""
     out = os.path.join(ROOT, "benchmarks", "results", f"profile_step-{args.dataset}{suffix}.json")
     with open(out, "w") as f:
-        json.dump({"command": "python benchmarks/profile_step.py " + " ".join(sys.orig_argv[2:] if hasattr(sys, "orig_argv") else []),
-                   "load_avg_1min": load, "clock": "thread CPU time" if args.threads == 1 else "wall",
-                   "detect_anomaly": args.detect_anomaly, "threads": args.threads, "results": results}, f, indent=1)
+        json.dump(
+            {
+                "command": "python benchmarks/profile_step.py "
+                + " ".join(sys.orig_argv[2:] if hasattr(sys, "orig_argv") else []),
+                "load_avg_1min": load,
+                "clock": "thread CPU time" if args.threads == 1 else "wall",
+                "detect_anomaly": args.detect_anomaly,
+                "threads": args.threads,
+                "results": results,
+            },
+            f,
+            indent=1,
+        )
     print(f"wrote {os.path.relpath(out, ROOT)}")
 
 

@@ -43,17 +43,25 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="+", default=["FLR", "SASRec", "BERT4Rec"])
     parser.add_argument("--checkpoint", nargs="*", default=[], metavar="MODEL=PATH", help="skip training MODEL")
     parser.add_argument("--epochs", type=int, default=3, help="maximum training epochs of each model")
-    parser.add_argument("--time_budget", type=float, default=None,
-                        help="seconds of training per model; the best checkpoint saved by then is used")
+    parser.add_argument(
+        "--time_budget",
+        type=float,
+        default=None,
+        help="seconds of training per model; the best checkpoint saved by then is used",
+    )
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--flr_stages", nargs="+", default=["sft"], help="FLR's train_stages (default: sft only)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra RecBole settings for every model (YAML values)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra RecBole settings for every model (YAML values)"
+    )
     parser.add_argument("--rates", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3])
     parser.add_argument("--seed", type=int, default=2020, help="corruption seed")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--note", default=None,
-                        help="how the --checkpoint models were trained, for the report (default: this script's budget)")
+    parser.add_argument(
+        "--note",
+        default=None,
+        help="how the --checkpoint models were trained, for the report (default: this script's budget)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the output names")
     return parser.parse_args(argv)
 
@@ -95,11 +103,11 @@ def train(model, args, workdir):
 
 
 def evaluate(model_file, args):
+    import torch
+
+    from recbole_flr.checkpoint import load_checkpoint
     from recbole_flr.quick_start import load_data_and_model
     from recbole_flr.robustness import CORRUPTIONS, evaluate_corrupted
-    from recbole_flr.checkpoint import load_checkpoint
-
-    import torch
 
     torch.set_num_threads(args.threads)
     config, model, _, _, _, test_data = load_data_and_model(model_file)
@@ -172,8 +180,13 @@ def main(argv=None):
         "command": "python benchmarks/robustness.py " + " ".join(argv),
         "machine": f"{os.cpu_count()} CPU cores (shared), {platform.platform()}, {args.threads} torch threads",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "budget_note": args.note or budget + " per model, hidden_size " + str(args.hidden_size) + ", FLR stages "
-        + "+".join(args.flr_stages) + "".join(", " + item for item in args.set),
+        "budget_note": args.note
+        or budget
+        + " per model, hidden_size "
+        + str(args.hidden_size)
+        + ", FLR stages "
+        + "+".join(args.flr_stages)
+        + "".join(", " + item for item in args.set),
         "corruption_seed": args.seed,
         "metric": METRIC,
         "models": {},
@@ -206,9 +219,11 @@ def main(argv=None):
     with open(os.path.join(results_dir, name + ".md"), "w") as f:
         f.write(f"# Robustness on {args.dataset}: test {METRIC} under corrupted histories\n\n")
         f.write(f"Command: `{report['command']}`  \nMachine: {report['machine']}  \nDate: {report['date']}\n\n")
-        f.write(f"**Models are budget-limited** ({report['budget_note']}): they are not trained to convergence, so "
-                "the absolute figures are below published ones; all models saw the same data, split and corrupted "
-                f"test histories (seed {args.seed}). 'kept' = {METRIC} at the highest rate / at rate 0.\n\n")
+        f.write(
+            f"**Models are budget-limited** ({report['budget_note']}): they are not trained to convergence, so "
+            "the absolute figures are below published ones; all models saw the same data, split and corrupted "
+            f"test histories (seed {args.seed}). 'kept' = {METRIC} at the highest rate / at rate 0.\n\n"
+        )
         f.write(text + "\n")
     plot(report, args.rates, os.path.join(images_dir, name + ".png"))
     print(f"wrote benchmarks/results/{name}.json, .md and docs/images/{name}.png")

@@ -141,7 +141,9 @@ def grpo_loss_fn(model, config):
     from recbole_flr.trainer import FLRTrainer
 
     config["grpo_beta"] = 0.0
-    config["grpo_updates_per_rollout"] = 1  # every timed step draws a rollout and updates once: a GRPO step at full cost
+    config["grpo_updates_per_rollout"] = (
+        1  # every timed step draws a rollout and updates once: a GRPO step at full cost
+    )
     return FLRTrainer(config, model).grpo_loss
 
 
@@ -377,7 +379,8 @@ def main():
     if pipeline:
         print(f"pipeline {pipeline['dataset']}: build {pipeline['build_s']:.1f} s, loader alone "
               f"{pipeline['loader_histories_per_s']:.0f} hist/s, end to end "
-              f"{pipeline['end_to_end_histories_per_s']:.0f} hist/s, device busy {100 * pipeline['device_busy_fraction']:.0f}% of the wall, epoch of "
+              f"{pipeline['end_to_end_histories_per_s']:.0f} hist/s, device busy "
+              f"{100 * pipeline['device_busy_fraction']:.0f}% of the wall, epoch of "
               f"{pipeline['train_histories_per_epoch']} histories ~ {pipeline['epoch_s_estimate']:.0f} s")  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
     tag = "cpu" if device.type == "cpu" else re.sub(r"\W+", "-", name).strip("-").lower()

@@ -195,7 +195,7 @@ def read_documented_keys(path):
                 continue
             key, kind, comment = match.group(1), match.group(2).strip(), match.group(3)
             found = comment.find("Range in ")
-            legal = _parse_range(_bracket(comment[found + len("Range in "):].strip())) if found >= 0 else None
+            legal = _parse_range(_bracket(comment[found + len("Range in ") :].strip())) if found >= 0 else None
             documented[key] = (kind, legal, f"({kind}){comment.rstrip()}")
     return documented
 
@@ -282,8 +282,13 @@ def check_values(config):
     documented = {}
     for path in _properties_files(config):
         for key, spec in read_documented_keys(path).items():
-            documented[key] = spec + (os.path.relpath(path, os.path.dirname(PROPERTIES_DIR)) if path.startswith(
-                PROPERTIES_DIR) else "recbole/" + os.path.relpath(path, os.path.dirname(RECBOLE_PROPERTIES_DIR)),)
+            documented[key] = spec + (
+                (
+                    os.path.relpath(path, os.path.dirname(PROPERTIES_DIR))
+                    if path.startswith(PROPERTIES_DIR)
+                    else "recbole/" + os.path.relpath(path, os.path.dirname(RECBOLE_PROPERTIES_DIR))
+                ),
+            )
     for key in config.external_config_dict:
         if key in documented:
             kind, legal, doc, source = documented[key]

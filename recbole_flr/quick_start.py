@@ -74,7 +74,13 @@ def _check_nproc(nproc, gpu_id):
 
 
 def run_recbole_flr(
-    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, time_budget=None,
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    queue=None,
+    time_budget=None,
     callbacks=(),
 ):
     r"""Train, validate and test a model: the plugin's counterpart of ``recbole.quick_start.run_recbole``.

@@ -14,9 +14,8 @@ from functools import lru_cache
 from logging import getLogger
 
 import numpy as np
-import yaml
-
 import recbole
+import yaml
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -33,9 +32,8 @@ def no_anomaly_detection():
     forward op. The package is imported here first, then the switch is turned off, once, at ``import recbole_flr``;
     to debug with it, call ``torch.autograd.set_detect_anomaly(True)`` after importing recbole_flr.
     """
-    import torch
-
     import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's module-level switch now)
+    import torch
 
     torch.autograd.set_detect_anomaly(False)
 
@@ -192,13 +190,15 @@ def check_interaction_file(config):
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
     if not os.path.isfile(path):
         raise DatasetNotFoundError(
-            f"Dataset [{config['dataset']}]: {path} does not exist. " + _atomic_files_hint(config["dataset"],
-                                                                                            config["data_path"])
+            f"Dataset [{config['dataset']}]: {path} does not exist. "
+            + _atomic_files_hint(config["dataset"], config["data_path"])
         )
     with open(path, encoding=config["encoding"] or "utf-8") as f:
         header, first_row = f.readline().rstrip("\n"), f.readline().strip()
     if not header:
-        raise UserInputError(f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows.")
+        raise UserInputError(
+            f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows."
+        )
     columns = [field.split(":")[0] for field in header.split(config["field_separator"])]
     required = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
     if config["eval_args"]["order"] == "TO":

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError as error:  # the tests run in the project's environment, not in any Python
     pytest.exit(
         f"{error.name} is not installed in this Python ({error}). Install the project and its test dependencies "
-        "first, as the README says: python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[test]\", "
+        'first, as the README says: python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[test]", '
         "then run .venv/bin/python -m pytest tests -q (or: bash .ci/run).",
         returncode=4,
     )

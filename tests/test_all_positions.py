@@ -6,11 +6,10 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import build_flr as build
 
 from recbole_flr import run_recbole_flr
 from recbole_flr.model.all_positions import KeptWindowsLoader, compact_train_data, kept_rows, row_keys
-
-from conftest import build_flr as build
 
 
 @pytest.mark.parametrize("backbone", ["embedded", "pretrained"])

@@ -34,12 +34,18 @@ def test_tuning_reuses_the_best_trial_and_runs_its_config_on_the_other_seeds(com
 
     def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
         calls.append((seed, variant, dict(extra), label))
-        return {"model": model, "seed": seed, "variant": label, "config": dict(extra),
-                "best_valid_score": extra["learning_rate"]}  # the largest learning rate "wins"
+        return {
+            "model": model,
+            "seed": seed,
+            "variant": label,
+            "config": dict(extra),
+            "best_valid_score": extra["learning_rate"],
+        }  # the largest learning rate "wins"
 
     monkeypatch.setattr(compare, "run_one", fake_run_one)
-    args = compare.parse_args(["--models", "FLR", "--variants", "allpos", "--seeds", "1", "2", "3", "--trials", "4",
-                               "--skip_defaults"])
+    args = compare.parse_args(
+        ["--models", "FLR", "--variants", "allpos", "--seeds", "1", "2", "3", "--trials", "4", "--skip_defaults"]
+    )
     rows = []
     compare.tune(args, "FLR", "ml-100k", "allpos", rows.append)
 
@@ -55,8 +61,12 @@ def test_tuning_reuses_the_best_trial_and_runs_its_config_on_the_other_seeds(com
 
 def test_a_baseline_tunes_its_default_variant(compare, monkeypatch):
     calls = []
-    monkeypatch.setattr(compare, "run_one", lambda args, model, dataset, seed, variant, extra, label: calls.append(
-        (variant, label)) or {"error": "boom", "variant": label})
+    monkeypatch.setattr(
+        compare,
+        "run_one",
+        lambda args, model, dataset, seed, variant, extra, label: calls.append((variant, label))
+        or {"error": "boom", "variant": label},
+    )
     args = compare.parse_args(["--models", "SASRec", "--trials", "2"])
     rows = []
     compare.tune(args, "SASRec", "ml-100k", "default", rows.append)
@@ -70,8 +80,13 @@ def test_jobs_run_the_trials_side_by_side_and_keep_their_order(compare, monkeypa
     def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
         if label.startswith("trial"):
             barrier.wait()
-        return {"model": model, "seed": seed, "variant": label, "config": dict(extra),
-                "best_valid_score": extra["learning_rate"]}
+        return {
+            "model": model,
+            "seed": seed,
+            "variant": label,
+            "config": dict(extra),
+            "best_valid_score": extra["learning_rate"],
+        }
 
     monkeypatch.setattr(compare, "run_one", fake_run_one)
     args = compare.parse_args(["--models", "SASRec", "--seeds", "1", "2", "--trials", "4", "--jobs", "4"])
@@ -94,9 +109,8 @@ def test_a_budgeted_run_stops_after_the_batch_that_spends_the_budget(compare, ti
     import json
 
     import recbole.trainer.trainer as recbole_trainer
-    from recbole.utils import early_stopping
-
     from conftest import tiny_settings
+    from recbole.utils import early_stopping
 
     runs = {}
     for model, budget, extra in [
@@ -118,7 +132,8 @@ def test_a_budgeted_run_stops_after_the_batch_that_spends_the_budget(compare, ti
 
     flr = runs["FLR"]
     assert flr["cut"] and [(e["stage"], e["batches"], e["cut"]) for e in flr["epochs"]] == [
-        ("sft", 1, True), ("grpo", 1, True)
+        ("sft", 1, True),
+        ("grpo", 1, True),
     ]
     assert [(v["epoch"], v["stage"]) for v in flr["valid"]] == [(0, "sft"), (1, "grpo")]
     assert flr["test"]["users"] == 40 and flr["fit_s"] > 0

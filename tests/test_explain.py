@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny_settings
 from matplotlib.image import imread
 
-from conftest import tiny_settings
 from recbole_flr import run_recbole_flr
 from recbole_flr.explain import main
 

@@ -3,7 +3,6 @@ computes what it claims, all positions still score like their prefixes, and ille
 
 import pytest
 import torch
-
 from conftest import build_flr as build
 
 HEADS = {
@@ -120,8 +119,10 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
         ({"thought_source": "none"}, "thought_source: none"),
         ({"thought_source": "constant"}, "thought_source: constant needs"),  # the default head is latent_state
         ({"factor_aggregation": "mixture", "user_vector": "pass2"}, "user_vector: latent_state"),
-        ({"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft", "grpo"]},
-         "GRPO stage"),
+        (
+            {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft", "grpo"]},
+            "GRPO stage",
+        ),
     ],
 )
 def test_illegal_mixes_are_refused_by_name(tiny_config_dict, settings, named):
@@ -141,8 +142,9 @@ def test_sasrec_backbone_alone_is_recbole_sasrec(tiny_config_dict):
 
     from recbole_flr import Config
 
-    settings = dict(tiny_config_dict, item_text_field=None, llm_arch="sasrec", hidden_dropout_prob=0.0,
-                    user_projection=False)
+    settings = dict(
+        tiny_config_dict, item_text_field=None, llm_arch="sasrec", hidden_dropout_prob=0.0, user_projection=False
+    )
     model, seq, length, _ = _model(settings, "backbone")
     config = Config(model="SASRec", dataset="tiny", config_dict=dict(settings, n_layers=1, n_heads=2))
     train_data, _, _ = data_preparation(config, create_dataset(config))

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from conftest import build_flr as build
 
 from recbole_flr import run_recbole_flr
-
-from conftest import build_flr as build
 
 
 def first_batch(train_data):
@@ -96,8 +95,9 @@ def test_full_sort_predict_agrees_with_predict(tiny_config_dict):
 
 @pytest.mark.parametrize("user_vector", ["latent_state", "pass2"])
 def test_loss_terms_and_gradients(tiny_config_dict, user_vector):
-    model, train_data, _ = build(tiny_config_dict, lambda_orth=0.1, lambda_div=0.1, lambda_sparse=0.1,
-                                 user_vector=user_vector)
+    model, train_data, _ = build(
+        tiny_config_dict, lambda_orth=0.1, lambda_div=0.1, lambda_sparse=0.1, user_vector=user_vector
+    )
     model.train()
     losses = model.calculate_loss(first_batch(train_data))
     assert len(losses) == 4 and all(torch.isfinite(term) and term.dim() == 0 for term in losses)

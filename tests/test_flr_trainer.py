@@ -242,8 +242,13 @@ def test_time_budget_and_callbacks_are_public_and_nothing_of_recbole_is_patched(
 
 def test_time_budget_of_a_recbole_trainer_through_run_recbole_flr(tiny_config_dict):
     events = []
-    result = run_recbole_flr("SASRec", "tiny", config_dict={**tiny_config_dict, "epochs": 3}, time_budget=1e-9,
-                             callbacks=[lambda event, info: events.append((event, info.get("batches")))])
+    result = run_recbole_flr(
+        "SASRec",
+        "tiny",
+        config_dict={**tiny_config_dict, "epochs": 3},
+        time_budget=1e-9,
+        callbacks=[lambda event, info: events.append((event, info.get("batches")))],
+    )
     assert [e for e in events if e[0] != "evaluate"] == [
         ("prepared", None), ("train_epoch", 1), ("valid_epoch", None), ("fit", None)
     ]  # fmt: skip

@@ -11,12 +11,11 @@ import os
 
 import pytest
 import torch
+from conftest import build_flr as build
 from transformers import AutoModelForCausalLM
 
 from recbole_flr.model import backbone
 from recbole_flr.model.backbone import resolve_checkpoint
-
-from conftest import build_flr as build
 
 GGUF_NAME = "tiny-qwen2.gguf"
 

@@ -56,7 +56,9 @@ def test_unscaled_advantages_are_only_centred():
 def test_groups_with_signal_counts_groups_whose_rewards_differ():
     rewards = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [1.0, 1.0, 1.0], [0.2, 0.1, 0.4]])
     assert groups_with_signal(rewards).item() == pytest.approx(0.5)
-    assert groups_with_signal(rewards).item() == pytest.approx((group_advantages(rewards) != 0).any(1).float().mean().item())
+    assert groups_with_signal(rewards).item() == pytest.approx(
+        (group_advantages(rewards) != 0).any(1).float().mean().item()
+    )
 
 
 def test_advantages_need_two_samples():

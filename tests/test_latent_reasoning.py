@@ -149,9 +149,9 @@ def _reference(module, hidden, mask, start, target_norm):
             z_prev, z = z, module.norm(z + sum(beta[k] * factors[k] for k in range(module.n_factors)))
             gates.append(beta)
 
-        def scaled(vector):
+        def scaled(vector, norm=target_norm[b]):
             out = module.output(vector)
-            return out * target_norm[b] / out.norm()
+            return out * norm / out.norm()
 
         per_factor = torch.stack([scaled(module.norm(z_prev + f)) for f in factors])
         results.append((scaled(z), torch.stack(factors), attention, torch.stack(gates), per_factor, z))

@@ -289,7 +289,11 @@ def run_script(*args, cwd):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "run_recbole_flr.py"), *args],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -299,8 +303,15 @@ def test_run_script_trains_sasrec_with_recbole_interface(tiny_dataset_dir, tmp_p
     small = tmp_path / "small.yaml"
     small.write_text("hidden_size: 16\ninner_size: 32\nn_layers: 1\ntrain_batch_size: 64\n")
     result = run_script(
-        "--model=SASRec", "--dataset=tiny", f"--data_path={tiny_dataset_dir}", "--epochs=1",
-        f"--config_files={extra} {small}", "--show_progress=False", "--gpu_id=", "--nproc=1", cwd=tmp_path,
+        "--model=SASRec",
+        "--dataset=tiny",
+        f"--data_path={tiny_dataset_dir}",
+        "--epochs=1",
+        f"--config_files={extra} {small}",
+        "--show_progress=False",
+        "--gpu_id=",
+        "--nproc=1",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
@@ -316,8 +327,11 @@ def test_run_script_reports_user_errors_without_traceback(tmp_path):
 def test_protocol_file_sets_the_design_protocol_for_any_model(tiny_config_dict):
     protocol = os.path.join(REPO, "recbole_flr", "properties", "protocol.yaml")
     for model in ("SASRec", "FLR"):
-        config = Config(model=model, dataset="tiny", config_file_list=[protocol],
-                        config_dict={k: v for k, v in tiny_config_dict.items() if k not in ("metrics", "topk",
-                                                                                            "valid_metric")})
+        config = Config(
+            model=model,
+            dataset="tiny",
+            config_file_list=[protocol],
+            config_dict={k: v for k, v in tiny_config_dict.items() if k not in ("metrics", "topk", "valid_metric")},
+        )
         assert (config["valid_metric"], config["topk"]) == ("NDCG@10", [5, 10, 20])
         assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["order"] == "TO"

@@ -14,11 +14,10 @@ import pytest
 import torch
 import yaml
 
-from recbole_flr.quick_start import prepare, run_recbole_flr
-from recbole_flr.trainer import FLRTrainer
 from recbole_flr.checkpoint import get_rng_state, last_checkpoint_file, set_rng_state
 from recbole_flr.errors import CheckpointError, NonFiniteLossError
-from recbole_flr.trainer import SafeCheckpointMixin
+from recbole_flr.quick_start import prepare, run_recbole_flr
+from recbole_flr.trainer import FLRTrainer, SafeCheckpointMixin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SFT improves at every epoch and GRPO at both of its epochs here, so the best model changes after each kill point
@@ -216,8 +215,10 @@ def test_non_finite_loss_names_stage_epoch_batch_and_keeps_the_good_checkpoints(
         return losses
 
     model.calculate_loss = calculate_loss
-    with pytest.raises(NonFiniteLossError, match=rf"loss is {'nan' if math.isnan(bad) else 'inf'} in stage {stage}, "
-                                                 r"epoch 1, batch 2") as error:
+    with pytest.raises(
+        NonFiniteLossError,
+        match=rf"loss is {'nan' if math.isnan(bad) else 'inf'} in stage {stage}, " r"epoch 1, batch 2",
+    ) as error:
         trainer.fit(train_data, valid_data, saved=True)
     assert isinstance(error.value, ValueError) and trainer.last_model_file in str(error.value)
     best = torch.load(trainer.saved_model_file, weights_only=True)

@@ -1,11 +1,10 @@
 """Corruption of test histories (pure, seeded functions) and RecBole's evaluation on the corrupted test set."""
 
-
 import pytest
 import torch
+from conftest import tiny_settings
 from recbole.data.interaction import Interaction
 
-from conftest import tiny_settings
 from recbole_flr import load_data_and_model, run_recbole_flr
 from recbole_flr.robustness import (
     corrupt_interaction,

@@ -48,9 +48,7 @@ def _fmt(value):
     return "[" + " ".join(f"{v:.2f}" for v in value) + "]" if isinstance(value, list) else f"{value:.3f}"
 
 
-
 # --- command line ----------------------------------------------------------------------------------------------------
-
 
 
 def parse_args(argv=None):
@@ -78,7 +76,6 @@ def parse_args(argv=None):
     return args
 
 
-
 def run(args):
     r"""Do what ``args`` ask; return the paths written."""
     previous = logging.root.manager.disable
@@ -87,7 +84,6 @@ def run(args):
         return _run(args)
     finally:
         logging.disable(previous)
-
 
 
 def _run(args):
@@ -109,8 +105,11 @@ def _run(args):
         summary["model_file"] = model_file
         lambdas = summary["lambda"]
         off = not any(lambdas.values())
-        label = ("regularisers off" if off else
-                 f"regularisers on: λ orth {lambdas['orth']:g}, div {lambdas['div']:g}, sparse {lambdas['sparse']:g}")
+        label = (
+            "regularisers off"
+            if off
+            else f"regularisers on: λ orth {lambdas['orth']:g}, div {lambdas['div']:g}, sparse {lambdas['sparse']:g}"
+        )
         label = label if label not in summaries else f"{label} ({tag})"
         summaries[label] = summary
         dataset_name = dataset.dataset_name
@@ -128,7 +127,6 @@ def _run(args):
         json.dump({"dataset": dataset_name, "feature": args.feature, "models": summaries}, f, indent=2,
                   ensure_ascii=False)  # fmt: skip
     return [stem + ".png", stem + ".json"]
-
 
 
 def main(argv=None):

@@ -14,8 +14,11 @@ import torch
 
 from recbole_flr.checkpoint import load_checkpoint
 from recbole_flr.errors import CheckpointError, UserFileNotFoundError, UserInputError
-from recbole_flr.model.item_text import TEXT_FIELDS  # noqa: F401  (re-exported by recbole_flr.explain)
-from recbole_flr.model.item_text import item_texts, resolve_text_field
+from recbole_flr.model.item_text import (
+    TEXT_FIELDS,  # noqa: F401  (re-exported by recbole_flr.explain)
+    item_texts,
+    resolve_text_field,
+)
 from recbole_flr.model.latent_reasoning import attention_cosine, attention_entropy, factor_cosine
 
 

@@ -13,7 +13,6 @@ import numpy as np
 MIN_SHARE = 0.005  # feature values rarer than this in the histories are left out of the plot (noisy ratios)
 
 
-
 def shorten(text, width=38):
     r"""``text`` cut to ``width`` characters at a word boundary where possible, with an ellipsis."""
     text = " ".join(str(text).split())
@@ -23,7 +22,6 @@ def shorten(text, width=38):
     if " " in cut[width // 2 :]:  # end at a word boundary unless that loses more than half
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,:;-(/") + "…"
-
 
 
 def plot_user(explanation, path, max_history=20):
@@ -51,10 +49,10 @@ def plot_user(explanation, path, max_history=20):
     labels = [shorten(h["title"], 38) for h in history]
     if n_real > max_history:
         older = att[: n_real - max_history].sum(0, keepdims=True)
-        att = np.concatenate([older, att[n_real - max_history:]])
+        att = np.concatenate([older, att[n_real - max_history :]])
         uniform = np.concatenate([uniform[: n_real - max_history].sum(0, keepdims=True),
                                   uniform[n_real - max_history:]])  # fmt: skip
-        labels = [f"({n_real - max_history} older items, summed)"] + labels[n_real - max_history:]
+        labels = [f"({n_real - max_history} older items, summed)"] + labels[n_real - max_history :]
     n_rows, k = att.shape
     deviation = att - uniform  # [rows K]
     vmax = float(max(np.abs(deviation).max(), 1e-6))
@@ -98,7 +96,6 @@ def plot_user(explanation, path, max_history=20):
     _save_quietly(fig, path)
     plt.close(fig)
     return {"colour": deviation, "vmax": vmax, "colour_label": colour_label, "bar_labels": bar_labels}
-
 
 
 def plot_summary(summaries, path, title=""):
@@ -164,7 +161,6 @@ def plot_summary(summaries, path, title=""):
     plt.close(fig)
 
 
-
 def _save_quietly(fig, path):
     r"""``tight_layout`` and ``savefig`` with the installed fonts that cover the text (CJK, emoji) as fallbacks;
     characters that no font has show as boxes, with one log line instead of matplotlib's warning per glyph."""
@@ -184,11 +180,9 @@ def _save_quietly(fig, path):
         )
 
 
-
 # Fonts that cover scripts DejaVu Sans lacks, used as fallbacks when installed (matplotlib >= 3.6 falls back per glyph)
 FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK", "WenQuanYi Zen Hei", "Droid Sans Fallback",
                   "Source Han Sans", "AR PL UMing CN", "Noto Color Emoji", "Noto Emoji", "Symbola")  # fmt: skip
-
 
 
 def _pyplot():

@@ -160,6 +160,7 @@ def compact_train_data(train_data, model):
     loader = KeptWindowsLoader(config, dataset.copy(feat[index]), train_data._sampler, train_data.shuffle, batch_size)
     getLogger().info(
         f"Train loader: the {len(index)} kept windows of {len(feat)} rows, {batch_size} per batch "
-        f"(train_batch_size {config['train_batch_size']} rows hold that many on average); {len(loader)} steps per epoch."
+        f"(train_batch_size {config['train_batch_size']} rows hold that many on average); "
+        f"{len(loader)} steps per epoch."
     )
     return loader

@@ -258,8 +258,9 @@ class SASRecEncoderBackbone(nn.Module):
     dtype = torch.float32
     own_input_dropout = True  # dropout after its LayerNorm, as SASRec; FLR adds none before it
 
-    def __init__(self, hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob,
-                 max_positions):
+    def __init__(
+        self, hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, max_positions
+    ):
         super().__init__()
         from recbole.model.layers import TransformerEncoder
 
@@ -288,8 +289,17 @@ class SASRecEncoderBackbone(nn.Module):
         return set()
 
 
-def build_embedded_backbone(llm_arch, hidden_size, n_layers, n_heads, inner_size, attn_dropout_prob,
-                            initializer_range, max_positions, hidden_dropout_prob=0.0):
+def build_embedded_backbone(
+    llm_arch,
+    hidden_size,
+    n_layers,
+    n_heads,
+    inner_size,
+    attn_dropout_prob,
+    initializer_range,
+    max_positions,
+    hidden_dropout_prob=0.0,
+):
     r"""A small transformer, randomly initialised; nothing downloaded: a decoder-only model from a transformers
     config, or RecBole's SASRec encoder (``llm_arch: sasrec``, which also takes ``hidden_dropout_prob``).
 

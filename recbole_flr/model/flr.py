@@ -27,8 +27,14 @@ from recbole_flr.model.item_text import (
     load_item_text_features,
     resolve_text_field,
 )
-from recbole_flr.model.latent_reasoning import FactorizedLatentReasoning, LatentOutput, mixture_log_probs
-from recbole_flr.model.latent_reasoning import diversity_loss, orthogonality_loss, sparsity_loss
+from recbole_flr.model.latent_reasoning import (
+    FactorizedLatentReasoning,
+    LatentOutput,
+    diversity_loss,
+    mixture_log_probs,
+    orthogonality_loss,
+    sparsity_loss,
+)
 
 
 class FLR(SequentialRecommender):

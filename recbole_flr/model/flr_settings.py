@@ -26,9 +26,7 @@ def check_settings(model, train_stages):
     _check_scalars(model)
     _check_head(model, train_stages)
     if not (model.train_all_positions in (None, False) or model.train_all_positions is True):
-        raise UserInputError(
-            f"train_all_positions={model.train_all_positions!r} is invalid: it must be True or False."
-        )
+        raise UserInputError(f"train_all_positions={model.train_all_positions!r} is invalid: it must be True or False.")
 
 
 def _check_scalars(model):
@@ -42,8 +40,10 @@ def _check_scalars(model):
     if model.loss_type != "CE":
         raise UserInputError(f"loss_type='{model.loss_type}' is invalid for FLR: the range is ['CE'].")
     if model.llm_gguf_file not in (None, "~") and not model.llm_path:
-        raise UserInputError("llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
-                             "to the .gguf file itself and llm_gguf_file: ~.")
+        raise UserInputError(
+            "llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
+            "to the .gguf file itself and llm_gguf_file: ~."
+        )
     if model.llm_arch == "sasrec" and not model.llm_path and model.user_vector == "pass2":
         raise UserInputError(
             "llm_arch: sasrec (RecBole's SASRec encoder) has no KV cache to decode a thought token on: use "

@@ -111,7 +111,9 @@ def _encoder_identity(path):
     if os.path.isfile(path):
         files = [path]
     elif os.path.isdir(path):
-        files = sorted(os.path.join(path, name) for name in os.listdir(path) if os.path.isfile(os.path.join(path, name)))
+        files = sorted(
+            os.path.join(path, name) for name in os.listdir(path) if os.path.isfile(os.path.join(path, name))
+        )
     else:
         return {"hub_id": path}
     stats = [(os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
@@ -169,8 +171,9 @@ def encode_texts(encoder_path, texts, device, pooling="mean", max_tokens=32, bat
     try:
         encoder = load_pretrained_backbone(encoder_path, device, gguf_file)
     except UserInputError as error:  # the loader speaks of llm_path; here the key is item_text_encoder
+        message = str(error).replace("llm_path=", "", 1).replace("llm_path", "item_text_encoder")
         raise UserInputError(
-            f"item_text_encoder: {str(error).replace('llm_path=', '', 1).replace('llm_path', 'item_text_encoder').replace('~ for the embedded backbone', '~ for no text encoder')}"
+            f"item_text_encoder: {message.replace('~ for the embedded backbone', '~ for no text encoder')}"
         ) from None
     return encoder.embed_texts(texts, device, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size,
                                progress=True)  # fmt: skip

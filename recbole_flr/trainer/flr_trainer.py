@@ -10,14 +10,12 @@ from collections import namedtuple
 
 import torch
 from recbole.trainer import Trainer
-from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import set_color
+from torch.nn.parallel import DistributedDataParallel
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import read_train_stages
 from recbole_flr.errors import CheckpointError, UserInputError
-from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
-from recbole_flr.trainer.train_state import state_view
 from recbole_flr.trainer.grpo import (
     REWARDS,
     clipped_surrogate,
@@ -27,6 +25,8 @@ from recbole_flr.trainer.grpo import (
     kl_k3,
     sample_latents,
 )
+from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
+from recbole_flr.trainer.train_state import state_view
 
 STAGES = ("sft", "grpo")
 # the terms of the loss tuples, in order: FLR.calculate_loss's (a model may name its own with ``loss_names``) and
@@ -156,16 +156,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 "against the reward's (cosine -0.24 to -0.31, issue 14), so it trained the latent away from the "
                 "reward. Use grpo_surrogate: gaussian (the policy gradient of the latent Gaussian policy)."
             )
-        self.grpo_surrogate = self._read(
-            config, "grpo_surrogate", str, GRPO_SURROGATES.__contains__, GRPO_SURROGATES
-        )
-        self.grpo_updates_per_rollout = self._read(
-            config, "grpo_updates_per_rollout", int, lambda v: v >= 1, ">= 1"
-        )
+        self.grpo_surrogate = self._read(config, "grpo_surrogate", str, GRPO_SURROGATES.__contains__, GRPO_SURROGATES)
+        self.grpo_updates_per_rollout = self._read(config, "grpo_updates_per_rollout", int, lambda v: v >= 1, ">= 1")
         self.grpo_scale_rewards = self._read(config, "grpo_scale_rewards", bool, None, "True or False")
-        self.grpo_reward_temperature = self._read(
-            config, "grpo_reward_temperature", float, lambda v: v > 0, "> 0"
-        )
+        self.grpo_reward_temperature = self._read(config, "grpo_reward_temperature", float, lambda v: v > 0, "> 0")
         self.grpo_reward_temperature_relative = self._read(
             config, "grpo_reward_temperature_relative", bool, None, "True or False"
         )
@@ -250,7 +244,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         r"""After the resumed stage's setup: its optimizer's state (the counters are in the restored ``state``)."""
         self.optimizer.load_state_dict(resume[1])
         self.logger.info(
-            set_color("FLR stage [" + self.stage + "]", "pink") + f": resumed after epoch {self.state.epoch}"
+            set_color("FLR stage [" + self.stage + "]", "pink")
+            + f": resumed after epoch {self.state.epoch}"
             + (" (the stage had finished)" if self.state.finished else "")
         )
         if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
@@ -338,7 +333,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             set_color("FLR stage [grpo]", "pink")
             + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
             f"({sum(p.numel() for p in trained.values())} parameters in {len(trained)} tensors), "
-            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, {self.grpo_updates_per_rollout} updates per rollout, "
+            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, "
+            f"{self.grpo_updates_per_rollout} updates per rollout, "
             f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
         )
         return True
@@ -500,11 +496,16 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
             return output
         stats = self.grpo_epoch_stats()
-        shown = ("reward_mean", "reward_std", "adv_std", "signal_share", "clip_frac", "thought_norm",
-                 "thought_shift") + (("kl",) if self.grpo_beta > 0 else ())
-        return output + " [grpo " + ", ".join(
-            set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown
-        ) + "]"
+        shown = (
+            "reward_mean",
+            "reward_std",
+            "adv_std",
+            "signal_share",
+            "clip_frac",
+            "thought_norm",
+            "thought_shift",
+        ) + (("kl",) if self.grpo_beta > 0 else ())
+        return output + " [grpo " + ", ".join(set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown) + "]"
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
         names = self.loss_names(losses)

@@ -143,11 +143,7 @@ def gaussian_logprob(noise, sigma):
     """
     dim = noise.size(-1)
     sigma = torch.as_tensor(sigma, dtype=noise.dtype, device=noise.device)
-    return (
-        -0.5 * noise.pow(2).sum(dim=-1) / sigma.pow(2)
-        - dim * torch.log(sigma)
-        - 0.5 * dim * math.log(2 * math.pi)
-    )
+    return -0.5 * noise.pow(2).sum(dim=-1) / sigma.pow(2) - dim * torch.log(sigma) - 0.5 * dim * math.log(2 * math.pi)
 
 
 def _pessimistic_rank(logits, target):
@@ -282,7 +278,9 @@ def sample_latents(thought, num_generations, noise_std_rel, generator=None, nois
         sigma = (noise_std_rel * rms).repeat_interleave(num_generations)  # [B*G]
         noise = torch.randn(
             batch * num_generations, dim, generator=generator, device=thought.device, dtype=thought.dtype
-        ) * sigma.unsqueeze(1)  # [B*G D]
+        ) * sigma.unsqueeze(
+            1
+        )  # [B*G D]
         if noise_free_first:
             noise.view(batch, num_generations, dim)[:, 0] = 0.0
     thoughts = thought.repeat_interleave(num_generations, dim=0) + noise  # [B*G D]

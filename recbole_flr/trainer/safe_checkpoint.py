@@ -159,7 +159,7 @@ class SafeCheckpointMixin:
     def _recbole_fit(cls):
         r"""The ``fit`` of the first RecBole class after this mixin in the MRO."""
         mro = cls.__mro__
-        return next(klass.fit for klass in mro[mro.index(SafeCheckpointMixin) + 1:] if "fit" in vars(klass))
+        return next(klass.fit for klass in mro[mro.index(SafeCheckpointMixin) + 1 :] if "fit" in vars(klass))
 
     # ------------------------------------------------------------------ public hooks
     def add_callback(self, callback):
@@ -187,8 +187,10 @@ class SafeCheckpointMixin:
 
     def over_budget(self):
         r"""Whether :attr:`time_budget` seconds have passed since the outermost ``fit`` began."""
-        return bool(self.time_budget) and self._fit_start is not None and (
-            time.time() - self._fit_start > self.time_budget
+        return (
+            bool(self.time_budget)
+            and self._fit_start is not None
+            and (time.time() - self._fit_start > self.time_budget)
         )
 
     def _budget_check(self):
@@ -350,7 +352,8 @@ class SafeCheckpointMixin:
             )
             current = plain_config(self.config)
             changed = sorted(
-                k for k in set(saved) | set(current)
+                k
+                for k in set(saved) | set(current)
                 if k not in ("resume_from", "checkpoint_dir", "data_path") and saved.get(k) != current.get(k)
             )
             if changed:
