@@ -7,7 +7,6 @@ Reference:
 
 Reference:
     Zhang et al. "Reinforced Latent Reasoning for LLM-based Recommendation" (LatentR3). arXiv 2505.19092.
-
 """
 
 from dataclasses import replace
