@@ -111,14 +111,7 @@ _SASREC_GRID = {
 GRIDS = {
     "SASRec": _SASREC_GRID,
     "SASRecAllPos": _SASREC_GRID,
-    "BERT4Rec": {
-        "learning_rate": _LR,
-        "hidden_size": [64, 128],
-        "n_layers": [1, 2, 3],
-        "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-        "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-        "mask_ratio": [0.2, 0.4, 0.6],
-    },
+    "BERT4Rec": {**_SASREC_GRID, "mask_ratio": [0.2, 0.4, 0.6]},
     "GRU4Rec": {
         "learning_rate": _LR,
         "embedding_size": [64, 128],
@@ -126,14 +119,7 @@ GRIDS = {
         "num_layers": [1, 2],
         "dropout_prob": [0.1, 0.2, 0.3, 0.5],
     },
-    "FLR": {
-        "learning_rate": _LR,
-        "hidden_size": [64, 128],
-        "n_layers": [1, 2, 3],
-        "hidden_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-        "attn_dropout_prob": [0.1, 0.2, 0.3, 0.5],
-        "n_factors": [2, 4, 8],
-    },
+    "FLR": {**_SASREC_GRID, "n_factors": [2, 4, 8]},
 }
 
 

@@ -186,17 +186,22 @@ def _mean_off_diagonal(gram):
     return gram[:, off].mean()
 
 
-def factor_cosine(factors):
-    r"""Cosine similarity of every pair of factor vectors.
+def pairwise_cosine(rows):
+    r"""Cosine similarity of every pair of the K rows of each batch element.
 
     Args:
-        factors (torch.Tensor): shape [B, K, D].
+        rows (torch.Tensor): shape [B, K, X].
 
     Returns:
-        torch.Tensor: cos(f_k, f_l), shape [B, K, K].
+        torch.Tensor: cos(r_k, r_l), shape [B, K, K].
     """
-    unit = F.normalize(factors, dim=-1)
+    unit = F.normalize(rows, dim=-1)
     return unit @ unit.transpose(1, 2)
+
+
+def factor_cosine(factors):
+    r"""cos(f_k, f_l) of every pair of factor vectors [B, K, D], shape [B, K, K]."""
+    return pairwise_cosine(factors)
 
 
 def orthogonality_loss(factors):
@@ -212,16 +217,9 @@ def orthogonality_loss(factors):
 
 
 def attention_cosine(attention):
-    r"""Cosine similarity of every pair of attention maps; each lies in [0, 1] (attention weights are non-negative).
-
-    Args:
-        attention (torch.Tensor): shape [B, K, L].
-
-    Returns:
-        torch.Tensor: cos(a_k, a_l), shape [B, K, K].
-    """
-    unit = F.normalize(attention, dim=-1)
-    return unit @ unit.transpose(1, 2)
+    r"""cos(a_k, a_l) of every pair of attention maps [B, K, L], shape [B, K, K]; each lies in [0, 1] (attention
+    weights are non-negative)."""
+    return pairwise_cosine(attention)
 
 
 def diversity_loss(attention):

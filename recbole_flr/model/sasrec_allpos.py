@@ -50,41 +50,46 @@ class SASRecAllPos(SASRec):
             raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
         register_training_windows(self, dataset)
 
-    def item_vectors(self, items=None):
-        r"""Item representations of ``items`` (ids of any shape), or the whole table: SASRec's ID embedding, plus
-        the projected text features with ``item_text_encoder`` (those alone with ``item_text_only``)."""
+    def item_vectors(self):
+        r"""The item table [n_items, H] that both reads the histories and scores the items: SASRec's ID embedding,
+        plus the projected text features with ``item_text_encoder`` (those alone with ``item_text_only``)."""
         if not self.item_text_encoder:
-            return self.item_embedding.weight if items is None else self.item_embedding(items)
-        text = self.item_text(items)
-        if self.item_text_only:
-            return text
-        return (self.item_embedding.weight if items is None else self.item_embedding(items)) + text
+            return self.item_embedding.weight
+        text = self.item_text()
+        return text if self.item_text_only else self.item_embedding.weight + text
 
-    def sequence_output(self, item_seq):
-        r"""SASRec's last-layer states at every position (its ``forward`` without the final gather), [B, L, H]."""
+    def sequence_output(self, item_seq, table=None):
+        r"""SASRec's last-layer states at every position (its ``forward`` without the final gather), [B, L, H];
+        ``table`` is :meth:`item_vectors` when the caller has it already."""
+        table = self.item_vectors() if table is None else table
         position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
         position_embedding = self.position_embedding(position_ids.unsqueeze(0).expand_as(item_seq))
-        input_emb = self.dropout(self.LayerNorm(self.item_vectors(item_seq) + position_embedding))
+        # ids only: RecBole's own embedding lookup (the same gradients as SASRec's, summed in the same order)
+        items = table[item_seq] if self.item_text_encoder else self.item_embedding(item_seq)
+        input_emb = self.dropout(self.LayerNorm(items + position_embedding))
         extended_attention_mask = self.get_attention_mask(item_seq)  # causal and padding
         return self.trm_encoder(input_emb, extended_attention_mask, output_all_encoded_layers=True)[-1]
 
     def all_positions_forward(self, item_seq, item_seq_len, target):
         r"""(logits [N, n_items] of the N real positions, row-major over (b, t), and their next items [N])."""
         rows, steps, following = real_positions(item_seq, item_seq_len, target)
-        states = self.sequence_output(item_seq)[rows, steps]  # [N H]
-        return torch.matmul(states, self.item_vectors().transpose(0, 1)), following
+        table = self.item_vectors()  # once per step: the text projection is a matmul over the whole catalogue
+        states = self.sequence_output(item_seq, table)[rows, steps]  # [N H]
+        return torch.matmul(states, table.transpose(0, 1)), following
 
-    def forward(self, item_seq, item_seq_len):
+    def forward(self, item_seq, item_seq_len, table=None):
         r"""SASRec's ``forward`` (the state at the last real position), over :meth:`item_vectors`."""
-        return self.gather_indexes(self.sequence_output(item_seq), item_seq_len - 1)
+        return self.gather_indexes(self.sequence_output(item_seq, table), item_seq_len - 1)
 
     def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.item_vectors(interaction[self.ITEM_ID])).sum(dim=1)  # [B]
+        table = self.item_vectors()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        return (seq_output * table[interaction[self.ITEM_ID]]).sum(dim=1)  # [B]
 
     def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return torch.matmul(seq_output, self.item_vectors().transpose(0, 1))  # [B n_items]
+        table = self.item_vectors()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], table)
+        return torch.matmul(seq_output, table.transpose(0, 1))  # [B n_items]
 
     def calculate_loss(self, interaction):
         return all_positions_loss(self, interaction)[0]
