@@ -14,55 +14,30 @@ from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
-from recbole_flr.config import read_train_stages
+from recbole_flr.config import check_values, read_train_stages
 from recbole_flr.errors import CheckpointError, UserInputError
-from recbole_flr.trainer.grpo import (
-    REWARDS,
-    clipped_surrogate,
-    gaussian_logprob,
-    group_advantages,
-    groups_with_signal,
-    kl_k3,
-    sample_latents,
-)
+from recbole_flr.trainer.grpo import REWARDS, Rollout, draw_rollout, groups_with_signal, policy_loss, sample_logprob
 from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
 from recbole_flr.trainer.train_state import state_view
 
-STAGES = ("sft", "grpo")
 # the terms of the loss tuples, in order: FLR.calculate_loss's (a model may name its own with ``loss_names``) and
 # _grpo_loss's; logged by name, as the mean per batch, in the epoch line and in TensorBoard (Loss/<stage>/<name>)
 SFT_LOSS_NAMES = ("ce", "orth", "div", "sparse")
 GRPO_LOSS_NAMES = ("grpo_surrogate", "kl", "orth", "div", "sparse")
-GRPO_TRAINABLE = ("latent", "latent+head", "all")
-GRPO_SURROGATES = ("gaussian",)
-#: One GRPO rollout (computed once under no_grad, reused by ``grpo_updates_per_rollout`` policy updates): pass 1,
-#: the target ids [B], the sampled thoughts (actions) [B*G D], sigma [B*G], rewards [B*G], advantages [B*G], the
-#: log-likelihood of each action under the policy that drew it [B*G] and under the SFT reference ([B*G] or None).
-_Rollout = namedtuple("_Rollout", "pass1 target samples sigma rewards advantages logp_old logp_ref")
-
-
-class _RepeatBatches:
-    r"""A train loader that yields each batch ``times`` times in a row (trl's buffered ``num_iterations``): the
-    GRPO loss draws a rollout on a batch's first yield and reuses it on the others. Everything else is the loader's."""
-
-    def __init__(self, loader, times):
-        self.loader, self.times = loader, times
-
-    def __len__(self):
-        return len(self.loader) * self.times
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def __iter__(self):
-        for batch in self.loader:
-            for _ in range(self.times):
-                yield batch
+#: FLRTrainer's keys: FLR.yaml documents each one's type and range, :func:`~recbole_flr.config.check_values` checks
+GRPO_KEYS = (
+    "grpo_epochs", "grpo_learning_rate", "grpo_stopping_step", "grpo_trainable", "grpo_num_generations",
+    "grpo_noise_std", "grpo_noise_free_first", "grpo_reward", "grpo_reward_temperature",
+    "grpo_reward_temperature_relative", "grpo_scale_rewards", "grpo_updates_per_rollout", "grpo_surrogate",
+    "grpo_epsilon", "grpo_epsilon_high", "grpo_beta",
+)  # fmt: skip
+#: A batch's GRPO rollout (:class:`~recbole_flr.trainer.grpo.Rollout`) with its pass 1 and target ids [B].
+_Rollout = namedtuple("_Rollout", ("pass1", "target") + Rollout._fields)
 
 
 class _Call(torch.nn.Module):
     r"""Runs ``fn(*args)`` as its forward, so that :func:`torch.func.functional_call` can run any method of
-    ``model`` with the reference weights swapped in (autograd-safe, nothing copied but the trained parameters)."""
+    ``model`` with the SFT weights swapped in (autograd-safe, nothing copied but the trained parameters)."""
 
     def __init__(self, model):
         super().__init__()
@@ -136,33 +111,22 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     grpo_best_epoch = state_view("grpo_best_epoch", "The GRPO epoch saved as the best model (None: none saved).")
     _sft_weights = state_view("grpo_sft_weights")  # detached copies of what GRPO trains, as SFT left them
 
+    strict_improvement = True  # a tie never replaces the best checkpoint (see above)
+
     def __init__(self, config, model):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
-        self.grpo_epochs = self._read(config, "grpo_epochs", int, lambda v: v >= 0, ">= 0")
-        self.grpo_learning_rate = self._read(config, "grpo_learning_rate", float, lambda v: v > 0, "> 0")
-        self.grpo_stopping_step = self._read(config, "grpo_stopping_step", int, lambda v: v >= 1, ">= 1")
-        self.grpo_trainable = self._read(config, "grpo_trainable", str, GRPO_TRAINABLE.__contains__, GRPO_TRAINABLE)
-        self.grpo_num_generations = self._read(config, "grpo_num_generations", int, lambda v: v >= 2, ">= 2")
-        self.grpo_noise_std = self._read(config, "grpo_noise_std", float, lambda v: v > 0, "> 0")
-        self.grpo_noise_free_first = self._read(config, "grpo_noise_free_first", bool, None, "True or False")
-        self.grpo_reward = self._read(config, "grpo_reward", str, REWARDS.__contains__, tuple(REWARDS))
-        self.grpo_epsilon = self._read(config, "grpo_epsilon", float, lambda v: 0 <= v < 1, "in [0, 1)")
-        self.grpo_epsilon_high = self._read(config, "grpo_epsilon_high", float, lambda v: v >= 0, ">= 0")
-        self.grpo_beta = self._read(config, "grpo_beta", float, lambda v: v >= 0, ">= 0")
         if config["grpo_surrogate"] == "target_logprob":
             raise UserInputError(
                 "grpo_surrogate: target_logprob was removed: with group-centred advantages its gradient pointed "
                 "against the reward's (cosine -0.24 to -0.31, issue 14), so it trained the latent away from the "
                 "reward. Use grpo_surrogate: gaussian (the policy gradient of the latent Gaussian policy)."
             )
-        self.grpo_surrogate = self._read(config, "grpo_surrogate", str, GRPO_SURROGATES.__contains__, GRPO_SURROGATES)
-        self.grpo_updates_per_rollout = self._read(config, "grpo_updates_per_rollout", int, lambda v: v >= 1, ">= 1")
-        self.grpo_scale_rewards = self._read(config, "grpo_scale_rewards", bool, None, "True or False")
-        self.grpo_reward_temperature = self._read(config, "grpo_reward_temperature", float, lambda v: v > 0, "> 0")
-        self.grpo_reward_temperature_relative = self._read(
-            config, "grpo_reward_temperature_relative", bool, None, "True or False"
-        )
+        check_values(config)  # the types and ranges FLR.yaml documents, for a trainer built without run_recbole_flr
+        for key in GRPO_KEYS:
+            if config[key] is None:
+                raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml).")
+            setattr(self, key, config[key])
         reward = REWARDS[self.grpo_reward]
         if self.grpo_reward == "soft_ndcg":
             reward = functools.partial(
@@ -183,23 +147,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             )
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._requires_grad_before = None
-        self._reference = None
         self._sft_caller = None
         self._grpo_stats = None
         self._rollout = None  # the current GRPO rollout and how many updates have used it
         self._rollout_uses = 0
         self._resume = None  # (stage, optimizer state) of the checkpoint being resumed, until that stage starts
-
-    @staticmethod
-    def _read(config, key, kind, check, legal):
-        value = config[key]
-        if value is None:
-            raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml); legal: {legal}.")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or (check and not check(value)):
-            raise UserInputError(f"{key} must be {kind.__name__} {legal}, got {value!r}.")
-        return value
 
     # ------------------------------------------------------------------ stages
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -226,19 +178,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                     self._end_grpo(verbose, saved, validated=bool(valid_data) and self.eval_step > 0)
         self.stage = None
         return self.best_valid_score, self.best_valid_result
-
-    def early_stopping(self, valid_score):
-        r"""RecBole's rule with a strict comparison: only a better score is an improvement. A tie keeps the earlier
-        best checkpoint and counts as an epoch without improvement.
-
-        Returns:
-            (bool, bool): (stop training, the score is the new best).
-        """
-        if valid_score > self.best_valid_score if self.valid_metric_bigger else valid_score < self.best_valid_score:
-            self.best_valid_score, self.cur_step = valid_score, 0
-            return False, True
-        self.cur_step += 1
-        return self.cur_step > self.stopping_step, False
 
     def _continue_stage(self, resume):
         r"""After the resumed stage's setup: its optimizer's state (the counters are in the restored ``state``)."""
@@ -319,7 +258,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                     f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
                 )
         self._sft_caller = _Call(self.model)
-        self._reference = (self._sft_caller, self._sft_weights) if self.grpo_beta > 0 else None
 
         # GRPO's epochs number on from the last one trained (SFT's, or the resumed checkpoint's)
         self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, self.start_epoch,
@@ -366,7 +304,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 + f": valid {self.valid_metric} {self.sft_valid_score} -> {self.best_valid_score}"
                 + (f" (epoch {self.grpo_best_epoch})" if self.grpo_best_epoch is not None else "")
             )
-        self._reference = None
         self._sft_weights = None
 
     def _rewrap_distributed(self):
@@ -429,9 +366,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.stage == "grpo":
-            train_data = _RepeatBatches(train_data, self.grpo_updates_per_rollout)  # one rollout, several updates
-        self._epoch_batches = len(train_data)
+        self.batch_repeats = (
+            self.grpo_updates_per_rollout if self.stage == "grpo" else 1
+        )  # one rollout, several updates
+        self._epoch_batches = len(train_data) * self.batch_repeats
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self._grpo_stats = dict.fromkeys(
@@ -549,7 +487,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
             lambda_sparse * L_sparse), summed by RecBole's ``_train_epoch`` and logged separately.
         """
-        model, G = self.model, self.grpo_num_generations
+        model = self.model
         model.eval()  # dropout off: the policy is exactly N(r_theta, sigma^2 I)
         rollout = self._rollout
         target = interaction[model.POS_ITEM_ID]
@@ -566,22 +504,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             with torch.no_grad():
                 pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         latent = model.reason(pass1)
-        thought = latent.thought.repeat_interleave(G, dim=0)  # [B*G D]
-        logp = gaussian_logprob(rollout.samples - thought, rollout.sigma)  # [B*G]
-        surrogate, clip_fraction = clipped_surrogate(
-            logp, rollout.logp_old, rollout.advantages, self.grpo_epsilon, self.grpo_epsilon_high
-        )
-        if rollout.logp_ref is not None:
-            kl = kl_k3(logp, rollout.logp_ref).mean()
-        else:
-            kl = torch.zeros((), device=thought.device)
+        surrogate, kl, clip_fraction = policy_loss(latent.thought, rollout, self.grpo_epsilon, self.grpo_epsilon_high)
         l_orth, l_div, l_sparse = model.regularisers(latent)
-        stats = self._grpo_stats
-        if stats is not None:
-            n = logp.numel()
-            stats["updates"] += n
-            stats["clip"] += clip_fraction.item() * n
-            stats["kl"] += kl.item() * n
+        if self._grpo_stats is not None:
+            n = rollout.samples.size(0)
+            self._add_stats(updates=n, clip=clip_fraction.item() * n, kl=kl.item() * n)
         return (
             surrogate,
             self.grpo_beta * kl,
@@ -591,54 +518,41 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         )
 
     def _draw_rollout(self, interaction):
-        r"""One rollout of a batch under ``no_grad``: G noised thoughts per history from the current policy, their
-        rewards, group-relative advantages and log-likelihoods (see :data:`_Rollout`)."""
+        r"""One rollout of a batch under ``no_grad`` (:func:`~recbole_flr.trainer.grpo.draw_rollout`): G noised
+        thoughts per history from the current policy, their rewards, group-relative advantages and log-likelihoods
+        under the policy and, with ``grpo_beta > 0``, under the SFT copy (see :data:`_Rollout`)."""
         model, G = self.model, self.grpo_num_generations
         item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         target = interaction[model.POS_ITEM_ID]
         with torch.no_grad():
             pass1 = model.encode(item_seq, item_seq_len)
             thought = model.reason(pass1).thought  # [B D]
-            batch = thought.size(0)
-            samples, noise, sigma = sample_latents(
-                thought, G, self.grpo_noise_std, noise_free_first=self.grpo_noise_free_first
-            )  # [B*G D], [B*G D], [B*G]
-            logits = model.item_scores(model.decode(pass1, samples))  # [B*G I]
-            rewards = self._reward_fn(logits, target.repeat_interleave(G))  # [B*G]
-            advantages = group_advantages(rewards.view(batch, G), scale=self.grpo_scale_rewards).view(-1)  # [B*G]
-            logp_old = gaussian_logprob(noise, sigma)  # [B*G]
-            logp_ref = None
-            if self._reference is not None:
-                logp_ref = self._reference_logprob(item_seq, item_seq_len, pass1, samples, sigma)
+            rollout = draw_rollout(
+                thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
+                self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
+            )  # fmt: skip
+            if self.grpo_beta > 0:  # the frozen SFT copy is the reference; pass 1 is shared unless GRPO trains it
+                ref_pass1 = pass1
+                if self.grpo_trainable == "all":
+                    ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
+                thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
+                rollout = rollout._replace(logp_ref=sample_logprob(thought_ref, rollout.samples, rollout.sigma))
+            if self._grpo_stats is not None:
+                rewards, batch = rollout.rewards, thought.size(0)
+                sft_thought = self._with_sft_weights(model.reason, pass1).thought  # [B D]
+                self._add_stats(
+                    n=rewards.numel(), r=rewards.sum().item(), r2=rewards.pow(2).sum().item(),
+                    a2=rollout.advantages.pow(2).sum().item(), groups=batch,
+                    signal=groups_with_signal(rewards.view(batch, G)).item() * batch, rows=batch,
+                    norm=thought.norm(dim=-1).sum().item(), shift=(thought - sft_thought).norm(dim=-1).sum().item(),
+                )  # fmt: skip
+        return _Rollout(pass1, target, *rollout)
 
-            stats = self._grpo_stats
-            if stats is not None:
-                stats["n"] += rewards.numel()
-                stats["r"] += rewards.sum().item()
-                stats["r2"] += rewards.pow(2).sum().item()
-                stats["a2"] += advantages.pow(2).sum().item()
-                stats["groups"] += batch
-                stats["signal"] += groups_with_signal(rewards.view(batch, G)).item() * batch
-                sft_thought = torch.func.functional_call(
-                    self._sft_caller, {f"model.{k}": v for k, v in self._sft_weights.items()}, (model.reason, pass1)
-                ).thought  # [B D]
-                stats["rows"] += batch
-                stats["norm"] += thought.norm(dim=-1).sum().item()
-                stats["shift"] += (thought - sft_thought).norm(dim=-1).sum().item()
-        return _Rollout(pass1, target, samples, sigma, rewards, advantages, logp_old, logp_ref)
+    def _with_sft_weights(self, fn, *args):
+        r"""``fn(*args)``, a method of the model, with the SFT copy of the parameters GRPO trains swapped in."""
+        weights = {f"model.{name}": value for name, value in self._sft_weights.items()}
+        return torch.func.functional_call(self._sft_caller, weights, (fn,) + args)
 
-    def _reference_logprob(self, item_seq, item_seq_len, pass1, samples, sigma):
-        r"""Log-likelihood of the samples under the frozen SFT reference N(r_ref, sigma^2 I) with the rollout's
-        sigma, no grad. Shape [B*G]."""
-        caller, weights = self._reference
-        model, G = self.model, self.grpo_num_generations
-        weights = {f"model.{name}": value for name, value in weights.items()}
-
-        def run(fn, *args):
-            return torch.func.functional_call(caller, weights, (fn,) + args)
-
-        with torch.no_grad():
-            if self.grpo_trainable == "all":
-                pass1 = run(model.encode, item_seq, item_seq_len)
-            thought_ref = run(model.reason, pass1).thought.repeat_interleave(G, dim=0)  # [B*G D]
-            return gaussian_logprob(samples - thought_ref, sigma)
+    def _add_stats(self, **values):
+        for name, value in values.items():
+            self._grpo_stats[name] += value

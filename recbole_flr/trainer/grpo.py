@@ -24,6 +24,7 @@ References:
 """
 
 import math
+from collections import namedtuple
 
 import torch
 
@@ -285,3 +286,69 @@ def sample_latents(thought, num_generations, noise_std_rel, generator=None, nois
             noise.view(batch, num_generations, dim)[:, 0] = 0.0
     thoughts = thought.repeat_interleave(num_generations, dim=0) + noise  # [B*G D]
     return thoughts, noise, sigma
+
+
+#: One rollout of a batch, drawn once under ``no_grad`` and reused by each policy update on it: the sampled thoughts
+#: (actions) [N D], sigma [N], rewards [N], advantages [N], the actions' log-likelihood under the policy that drew them
+#: ``logp_old`` [N] and under the reference ``logp_ref`` ([N], or None without one).
+Rollout = namedtuple("Rollout", "samples sigma rewards advantages logp_old logp_ref")
+
+
+def sample_logprob(thought, samples, sigma):
+    r"""Log-likelihood of each of the G samples of a history under the policy :math:`\mathcal{N}(r_b, \sigma^2 I)`.
+
+    Args:
+        thought (torch.Tensor): the policy's means :math:`r_b`, shape [B, D] (with grad or not).
+        samples (torch.Tensor): the sampled thoughts, shape [B*G, D], in :func:`sample_latents`' order.
+        sigma (torch.Tensor): their standard deviations, shape [B*G].
+
+    Returns:
+        torch.Tensor: log-densities, shape [B*G].
+    """
+    return gaussian_logprob(samples - thought.repeat_interleave(samples.size(0) // thought.size(0), dim=0), sigma)
+
+
+def draw_rollout(thought, score, target, num_generations, noise_std_rel, reward, scale_rewards=True,
+                 noise_free_first=False):  # fmt: skip
+    r"""One rollout around the thoughts :math:`r_b`: G samples per history (:func:`sample_latents`), their rewards
+    against the target item, the group-relative advantages (:func:`group_advantages`) and the samples'
+    log-likelihood under the policy that drew them (the PPO ratio's denominator). No grad is taken here.
+
+    Args:
+        thought (torch.Tensor): the policy's means :math:`r_b`, shape [B, D].
+        score (callable): sampled thoughts [B*G, D] -> scores of all items [B*G, I].
+        target (torch.Tensor): the target item of each history, shape [B].
+        num_generations (int): samples per history G.
+        noise_std_rel (float): :math:`\sigma_{rel}` of :func:`sample_latents`.
+        reward (callable): one of :data:`REWARDS` (scores [N, I], target [N]) -> [N].
+        scale_rewards (bool): divide the centred rewards by the group's std (:func:`group_advantages`).
+        noise_free_first (bool): sample 0 of each history is :math:`r_b` itself.
+
+    Returns:
+        Rollout: with ``logp_ref`` None.
+    """
+    samples, noise, sigma = sample_latents(thought, num_generations, noise_std_rel, noise_free_first=noise_free_first)
+    rewards = reward(score(samples), target.repeat_interleave(num_generations))  # [B*G]
+    advantages = group_advantages(rewards.view(-1, num_generations), scale=scale_rewards).view(-1)  # [B*G]
+    return Rollout(samples, sigma, rewards, advantages, gaussian_logprob(noise, sigma), None)
+
+
+def policy_loss(thought, rollout, eps_low=0.2, eps_high=0.28):
+    r"""The loss terms of one policy update on a stored rollout: the clipped surrogate (:func:`clipped_surrogate`) of
+    the rollout's samples under the current policy mean ``thought`` and, when the rollout has ``logp_ref``, the mean
+    k3 KL to the reference (:func:`kl_k3`; zero without one).
+
+    Args:
+        thought (torch.Tensor): the current policy's means, shape [B, D], with grad.
+        rollout (Rollout): the batch's rollout.
+        eps_low (float): lower clip width.
+        eps_high (float): upper clip width.
+
+    Returns:
+        tuple(torch.Tensor, torch.Tensor, torch.Tensor): surrogate loss, mean KL, clip fraction (scalars).
+    """
+    logp = sample_logprob(thought, rollout.samples, rollout.sigma)  # [B*G]
+    surrogate, clip_fraction = clipped_surrogate(logp, rollout.logp_old, rollout.advantages, eps_low, eps_high)
+    if rollout.logp_ref is None:
+        return surrogate, torch.zeros((), device=thought.device), clip_fraction
+    return surrogate, kl_k3(logp, rollout.logp_ref).mean(), clip_fraction

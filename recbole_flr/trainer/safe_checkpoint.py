@@ -14,9 +14,9 @@ import time
 import uuid
 from contextlib import contextmanager
 
+import numpy as np
 import torch
-from recbole.trainer import Trainer
-from recbole.utils import dict2str, early_stopping, get_local_time, set_color
+from recbole.utils import get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_flr.checkpoint import (
@@ -60,9 +60,24 @@ class SafeCheckpointMixin:
 
     # RecBole's counters live in the one TrainState (self.state) that checkpoints are written from and resume restores
     cur_step = state_view("cur_step")
-    best_valid_score = state_view("best_valid_score")
     best_valid_result = state_view("best_valid_result")
     stage = state_view("stage", "FLRTrainer's stage being trained (``sft`` or ``grpo``); None for other trainers.")
+
+    #: whether a valid score must beat the best strictly to count as an improvement (FLRTrainer); RecBole's rule, False
+    #: here, counts a tie as one: the tying epoch overwrites the best checkpoint and resets the stopping counter
+    strict_improvement = False
+    _in_fit = False  # inside fit: each epoch's start writes the last checkpoint of the one before
+
+    @property
+    def best_valid_score(self):
+        r"""float: the best valid score so far (``state.best_valid_score``); inside ``fit`` with
+        :attr:`strict_improvement`, as a :class:`_StrictBest`, which RecBole's ``early_stopping`` compares strictly."""
+        best = self.state.best_valid_score
+        return _StrictBest(best) if self._in_fit and self.strict_improvement and best is not None else best
+
+    @best_valid_score.setter
+    def best_valid_score(self, value):
+        self.state.best_valid_score = np.float64(value) if isinstance(value, _StrictBest) else value
 
     @property
     def start_epoch(self):
@@ -89,11 +104,11 @@ class SafeCheckpointMixin:
             torch.distributed.broadcast_object_list(names, src=0)  # every rank reads the file rank 0 writes
             name = names[0]
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
-        self._in_fit = False  # inside fit: each epoch's start writes the last checkpoint of the one before
         self._save_last = False
         self._epoch_open = False  # an epoch of this fit has started: the next one's start completes it
         self._train_data = None
         self._loss_position = [None, -1]  # (epoch, batch) of the loss _check_nan sees
+        self.batch_repeats = 1  # optimizer steps on each batch (FLRTrainer's GRPO: grpo_updates_per_rollout)
         self.time_budget = None  # seconds of training (every fit stage together); None or 0: no limit
         self.budget_spent = False  # the budget ended training (after the epoch that spent it)
         self.callbacks = []
@@ -137,6 +152,8 @@ class SafeCheckpointMixin:
         atomic_torch_save(self._checkpoint_state(resume=True, finished=finished), self.last_model_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        r"""RecBole's own ``fit``, unchanged, with the hooks of :meth:`_train_epoch`, :meth:`_valid_epoch` and
+        :attr:`strict_improvement`; then the last checkpoint, marked finished."""
         if self.state.finished:
             # the interrupted run had finished this fit; RecBole's fit would save the current weights as the best
             self.state.finished = False
@@ -145,21 +162,19 @@ class SafeCheckpointMixin:
         self._in_fit, self._save_last, self._epoch_open, self._train_data = True, saved, False, train_data
         try:
             with self.timed_fit():
-                if type(self)._recbole_fit() is Trainer.fit:
-                    result = self._fit_epochs(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-                else:  # a RecBole trainer with its own fit (S3Rec's, NCL's): its loop, without the hooks
-                    result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+                try:
+                    super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+                except _BudgetSpent:  # raised between two epochs: as RecBole's own early stop
+                    if verbose:
+                        self.logger.info(f"Finished training: time budget of {self.time_budget} s spent after epoch "
+                                         f"{self.state.epoch}")  # fmt: skip
+                    self._add_hparam_to_tensorboard(self.best_valid_score)
+                self._budget_check()  # the last epoch may have spent it too
         finally:
             self._in_fit = False
         if saved:
             self._save_last_checkpoint(finished=True)
-        return result
-
-    @classmethod
-    def _recbole_fit(cls):
-        r"""The ``fit`` of the first RecBole class after this mixin in the MRO."""
-        mro = cls.__mro__
-        return next(klass.fit for klass in mro[mro.index(SafeCheckpointMixin) + 1 :] if "fit" in vars(klass))
+        return self.best_valid_score, self.best_valid_result
 
     # ------------------------------------------------------------------ public hooks
     def add_callback(self, callback):
@@ -210,89 +225,6 @@ class SafeCheckpointMixin:
             fit_s, self._fit_start = time.time() - self._fit_start, None
             self._emit("fit", fit_s=fit_s, budget_spent=self.budget_spent)
 
-    def early_stopping(self, valid_score):
-        r"""Count one validation: update ``best_valid_score`` and ``cur_step``, as RecBole's
-        :func:`~recbole.utils.early_stopping` (a tie is an improvement).
-
-        Returns:
-            (bool, bool): (stop training, the score is the new best).
-        """
-        self.best_valid_score, self.cur_step, stop, update = early_stopping(
-            valid_score, self.best_valid_score, self.cur_step, max_step=self.stopping_step,
-            bigger=self.valid_metric_bigger,
-        )  # fmt: skip
-        return stop, update
-
-    def _fit_epochs(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
-        r"""RecBole's :meth:`Trainer.fit` (same steps, logs and checkpoints) with three hooks: the improvement rule is
-        :meth:`early_stopping`, the time budget stops training after the epoch that spends it, and the callbacks."""
-        if saved and self.start_epoch >= self.epochs:
-            self._save_checkpoint(-1, verbose=verbose)
-        self.eval_collector.data_collect(train_data)
-        if self.config["train_neg_sample_args"].get("dynamic", False):
-            train_data.get_model(self.model)
-        valid_step = 0
-        for epoch_idx in range(self.start_epoch, self.epochs):
-            loader = _EpochLoader(train_data, self) if self.time_budget or self.callbacks else train_data
-            training_start_time = time.time()
-            train_loss = self._train_epoch(loader, epoch_idx, show_progress=show_progress)
-            self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
-            training_end_time = time.time()
-            if loader is not train_data:
-                self._emit("train_epoch", epoch=epoch_idx, stage=self.stage,
-                           train_s=training_end_time - training_start_time, **loader.record)  # fmt: skip
-            train_loss_output = self._generate_train_loss_output(
-                epoch_idx, training_start_time, training_end_time, train_loss
-            )
-            if verbose:
-                self.logger.info(train_loss_output)
-            self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
-            self.wandblogger.log_metrics(
-                {"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train"
-            )
-            if self.eval_step <= 0 or not valid_data:
-                if saved:
-                    self._save_checkpoint(epoch_idx, verbose=verbose)
-                if self._budget_check():
-                    break
-                continue
-            if (epoch_idx + 1) % self.eval_step == 0:
-                valid_start_time = time.time()
-                valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
-                stop_flag, update_flag = self.early_stopping(valid_score)
-                stop_flag = self._budget_check() or stop_flag
-                valid_end_time = time.time()
-                valid_score_output = (
-                    set_color("epoch %d evaluating", "green") + " [" + set_color("time", "blue") + ": %.2fs, "
-                    + set_color("valid_score", "blue") + ": %f]"
-                ) % (epoch_idx, valid_end_time - valid_start_time, valid_score)  # fmt: skip
-                valid_result_output = set_color("valid result", "blue") + ": \n" + dict2str(valid_result)
-                if verbose:
-                    self.logger.info(valid_score_output)
-                    self.logger.info(valid_result_output)
-                self.tensorboard.add_scalar("Vaild_score", valid_score, epoch_idx)
-                self.wandblogger.log_metrics({**valid_result, "valid_step": valid_step}, head="valid")
-                if update_flag:
-                    if saved:
-                        self._save_checkpoint(epoch_idx, verbose=verbose)
-                    self.best_valid_result = valid_result
-                if callback_fn:
-                    callback_fn(epoch_idx, valid_score)
-                if stop_flag:
-                    stop_output = "Finished training, best eval result in epoch %d" % (
-                        epoch_idx - self.cur_step * self.eval_step
-                    )
-                    if self.budget_spent:
-                        stop_output += f" (time budget of {self.time_budget} s spent)"
-                    if verbose:
-                        self.logger.info(stop_output)
-                    break
-                valid_step += 1
-            elif self._budget_check():
-                break
-        self._add_hparam_to_tensorboard(self.best_valid_score)
-        return self.best_valid_score, self.best_valid_result
-
     def _valid_epoch(self, valid_data, show_progress=False):
         tick = time.time()
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
@@ -301,14 +233,21 @@ class SafeCheckpointMixin:
         return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self._in_fit and self._save_last and self._epoch_open:
-            # the previous epoch is complete (trained, validated, early stopping counted, best model saved)
-            self._save_last_checkpoint(finished=False)
+        r"""RecBole's epoch with the hooks of its ``fit``: the previous epoch is complete when the next one starts, so
+        that is where the time budget ends ``fit`` (:class:`_BudgetSpent`) and the last checkpoint is written."""
+        if self._epoch_open:  # the previous epoch of this fit is trained, validated, counted, its best model saved
+            if self._budget_check():
+                raise _BudgetSpent
+            if self._save_last:
+                self._save_last_checkpoint(finished=False)
         self._epoch_open = self._in_fit
         self.state.epoch = epoch_idx
         self._restore_pending_rng(train_data)
         self._loss_position = [epoch_idx, -1]
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loader, tick = _EpochLoader(train_data, self), time.time()
+        losses = super()._train_epoch(loader, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self._emit("train_epoch", epoch=epoch_idx, stage=self.stage, train_s=time.time() - tick, **loader.record)
+        return losses
 
     def _check_nan(self, loss):
         r"""RecBole calls this once per batch, before the backward pass: a NaN or inf loss stops training with an
@@ -402,16 +341,34 @@ class SafeCheckpointMixin:
         return result
 
 
+class _BudgetSpent(Exception):
+    r"""Ends RecBole's ``fit`` loop when the next epoch would start after the time budget is spent."""
+
+
+class _StrictBest(np.float64):
+    r"""A best valid score whose ``>=`` and ``<=`` are strict. RecBole's ``early_stopping`` counts a score as an
+    improvement when ``score >= best`` (``<=`` when smaller is better); Python tries the right operand's reflected
+    comparison first when its type subclasses the left one's (a float or numpy float score), so with this ``best`` a
+    tie is no improvement, without copying RecBole's ``fit`` or patching its ``early_stopping``."""
+
+    def __le__(self, score):  # score >= best
+        return float(self) < score
+
+    def __ge__(self, score):  # score <= best
+        return float(self) > score
+
+
 class _EpochLoader:
-    r"""The train loader of one epoch as the hooks see it: it counts batches, rows and the seconds spent waiting for
-    the loader, and ends the epoch after the batch that spends the trainer's time budget."""
+    r"""The train loader of one epoch as the hooks see it: it yields each batch ``trainer.batch_repeats`` times in a
+    row (FLRTrainer's GRPO: one rollout, several updates, trl's ``num_iterations``), counts batches, rows and the
+    seconds spent waiting for the loader, and ends the epoch after the batch that spends the trainer's time budget."""
 
     def __init__(self, loader, trainer):
-        self.loader, self.trainer = loader, trainer
+        self.loader, self.trainer, self.repeats = loader, trainer, trainer.batch_repeats
         self.record = {"batches": 0, "n_batches": len(loader), "samples": 0, "data_s": 0.0, "cut": False}
 
     def __len__(self):
-        return len(self.loader)
+        return len(self.loader) * self.repeats
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -427,7 +384,8 @@ class _EpochLoader:
             record["data_s"] += time.time() - tick
             record["batches"] += 1
             record["samples"] += len(batch)
-            yield batch
+            for _ in range(self.repeats):
+                yield batch
             if self.trainer.over_budget():
                 self.trainer.budget_spent = True
                 record["cut"] = record["batches"] < len(self.loader)
