@@ -102,7 +102,7 @@ def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_confi
          "grpo_learning_rate": 0.5, "grpo_noise_std": 0.05}
     )  # fmt: skip
     trainer = FLRTrainer(config, model)
-    assert trainer._begin_grpo(None, False, False, False)
+    assert trainer.begin_grpo()
     trainer._grpo_stats = dict.fromkeys(
         ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift"), 0.0
     )

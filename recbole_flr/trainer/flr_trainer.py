@@ -1,7 +1,7 @@
 r"""
 recbole_flr.trainer.flr_trainer
 ###############################
-FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one call of the epoch loop of ``fit``.
+FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one call of RecBole's ``fit``.
 """
 
 import functools
@@ -24,6 +24,8 @@ from recbole_flr.trainer.train_state import state_view
 # _grpo_loss's; logged by name, as the mean per batch, in the epoch line and in TensorBoard (Loss/<stage>/<name>)
 SFT_LOSS_NAMES = ("ce", "orth", "div", "sparse")
 GRPO_LOSS_NAMES = ("grpo_surrogate", "kl", "orth", "div", "sparse")
+# the GRPO statistics in the epoch line (``kl`` too when grpo_beta > 0); TensorBoard has all (GRPO/<name>)
+GRPO_LOGGED = ("reward_mean", "reward_std", "adv_std", "signal_share", "clip_frac", "thought_norm", "thought_shift")
 #: FLRTrainer's keys: FLR.yaml documents each one's type and range, :func:`~recbole_flr.config.check_values` checks
 GRPO_KEYS = (
     "grpo_epochs", "grpo_learning_rate", "grpo_stopping_step", "grpo_trainable", "grpo_num_generations",
@@ -49,52 +51,33 @@ class _Call(torch.nn.Module):
 
 class FLRTrainer(SafeCheckpointMixin, Trainer):
     r"""Trainer of :class:`~recbole_flr.model.FLR`: the stages of ``train_stages`` (default ``[sft, grpo]``) in order,
-    each one a call of the epoch loop of RecBole's :meth:`~recbole.trainer.Trainer.fit` (as
-    :class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin` runs it) with its own epochs, learning rate and
-    early stopping on ``valid_metric``.
+    each one a call of RecBole's unchanged :meth:`~recbole.trainer.Trainer.fit` (with the hooks of
+    :class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin`) with its own epochs, learning rate and early
+    stopping on ``valid_metric``.
 
     - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
       ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
-    - ``grpo``: latent GRPO with ``grpo_epochs``, ``grpo_learning_rate``, ``grpo_stopping_step``. It starts from
-      the best SFT checkpoint, and the SFT best valid score is the bar: the saved best model is only overwritten
-      by a GRPO epoch that beats it, and if none does, the SFT checkpoint stands (logged, the in-memory model is
-      reset to the SFT weights, and the checkpoint keeps ``"stage": "sft"``).
+    - ``grpo``: latent GRPO (:meth:`_grpo_loss`, maths in :mod:`recbole_flr.trainer.grpo`) with ``grpo_epochs``,
+      ``grpo_learning_rate``, ``grpo_stopping_step``. It starts from the best SFT checkpoint, and the SFT best valid
+      score is the bar: the saved best model is only overwritten by a GRPO epoch that beats it, and if none does,
+      the SFT checkpoint stands (logged, the in-memory model is reset to the SFT weights, and the checkpoint keeps
+      ``"stage": "sft"``). ``grpo_trainable`` chooses what it trains: ``latent`` (``model.latent`` only),
+      ``latent+head`` (also every trained parameter outside the backbone, the item tables and the text encoders:
+      the user projection), ``all`` (everything SFT trained; pass 1 runs under ``no_grad`` all the same, so the
+      history encoding gets gradient only through pass 2 and the item scores).
 
     In both stages an epoch is an improvement only when its valid score is strictly better than the best so far
-    (:meth:`early_stopping`): a tie neither replaces the best checkpoint nor resets the stopping counter.
+    (:attr:`strict_improvement`): a tie neither replaces the best checkpoint nor resets the stopping counter.
     RecBole's own rule (``>=``) would let a GRPO epoch that ties SFT's score (common at 4 decimals) overwrite the SFT
     checkpoint, test GRPO's weights while the log says SFT's stand, and run every GRPO epoch at an unchanged score.
 
-    Per GRPO batch (``B`` histories, ``G`` = ``grpo_num_generations``) one rollout, all under ``no_grad``: pass 1 of
-    the backbone runs once and is shared by all G samples; the latent module gives the thought ``r``; G thoughts
-    ``r + eps`` are sampled (``eps ~ N(0, (grpo_noise_std * RMS(r))^2 I)``); pass 2 (or, with ``user_vector:
-    latent_state``, the noised latent state itself) and the scores of all items run in one batched call on ``B * G``
-    rows; the rewards, group-relative advantages, the samples' log-likelihood under the policy that drew them
-    (``logp_old``) and under the frozen SFT copy (``grpo_beta > 0``) are stored. Then ``grpo_updates_per_rollout``
-    optimizer steps on that rollout (the loader yields the batch that many times, trl's ``num_iterations``), each
-    re-running only the latent module with grad: the clipped surrogate with the stored ``logp_old`` (the clip acts
-    from the second step on), the k3 KL to the SFT copy, and the factor regularisers with the model's own lambdas
-    (0 switches one off). The maths are in :mod:`recbole_flr.trainer.grpo`.
-
-    ``grpo_trainable`` chooses what GRPO trains: ``latent`` (the latent-reasoning module ``model.latent`` only),
-    ``latent+head`` (also the user projection after pass 2: every trained parameter outside the backbone, the
-    item tables and the text encoders), ``all`` (everything SFT trained). Pass 1 runs under ``no_grad`` in every
-    case, so with ``all`` the history encoding receives gradient only through pass 2 and the item scores.
-
     NOTE:
-        - With ``grpo_updates_per_rollout: 1`` the samples come from the current policy, the ratio is 1, no sample
-          is clipped (the clip fraction logged is 0) and the surrogate's gradient is the plain group-relative policy
-          gradient (REINFORCE with a group baseline); from 2 on, PPO's ratio and clip act on the later steps.
         - The whole model runs in eval mode during GRPO (dropout off, like trl's ``disable_dropout``): the policy is
           exactly ``N(r_theta, sigma^2 I)`` and its only randomness is the latent noise.
         - The reference (``grpo_beta > 0``) is a detached copy of the parameters GRPO trains, taken when the stage
-          starts from the SFT weights (not "adapters disabled", which would be the pre-SFT model); pass 1 is shared
-          with it unless ``grpo_trainable`` is ``all``. The two log-likelihoods of a sample share sigma.
-        - The surrogate is the Gaussian log-density of the sampled thought (the log-density's gradient reaches only
-          the latent module). LatentR3's ``target_logprob`` (the target's log-probability under the noised thought
-          as the log-likelihood) was removed: with group-centred advantages it pointed against the reward gradient.
-        - The noise is added to the thought that the head reads: with ``user_vector: latent_state`` (the default)
-          that is the user vector itself (the latent state z_T, scored without pass 2 or a projection).
+          starts from the SFT weights (not "adapters disabled", which would be the pre-SFT model).
+        - LatentR3's ``target_logprob`` surrogate (the target's log-probability under the noised thought as the
+          log-likelihood) was removed: with group-centred advantages it pointed against the reward gradient.
         - Epochs are numbered on from the SFT stage (GRPO's first epoch is the one after SFT's last).
         - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in, after
           its epoch: SFT (the GRPO stage then starts as usual, from the best SFT checkpoint) or GRPO (with the GRPO
@@ -105,13 +88,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     """
 
     ITEM_SIDE_MODULES = ("item_embedding", "output_item_embedding", "word_embedding", "text_projection")
+    strict_improvement = True
     # the GRPO stage's part of the one TrainState (``self.state``, written to and restored from the last checkpoint)
     sft_valid_score = state_view("sft_valid_score", "GRPO's bar: the SFT valid score.")
     sft_valid_result = state_view("sft_valid_result")
     grpo_best_epoch = state_view("grpo_best_epoch", "The GRPO epoch saved as the best model (None: none saved).")
     _sft_weights = state_view("grpo_sft_weights")  # detached copies of what GRPO trains, as SFT left them
-
-    strict_improvement = True  # a tie never replaces the best checkpoint (see above)
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -122,17 +104,17 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 "against the reward's (cosine -0.24 to -0.31, issue 14), so it trained the latent away from the "
                 "reward. Use grpo_surrogate: gaussian (the policy gradient of the latent Gaussian policy)."
             )
-        check_values(config)  # the types and ranges FLR.yaml documents, for a trainer built without run_recbole_flr
+        check_values(config)  # FLR.yaml's types and ranges, also for a trainer built without run_recbole_flr
         for key in GRPO_KEYS:
             if config[key] is None:
                 raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml).")
             setattr(self, key, config[key])
-        reward = REWARDS[self.grpo_reward]
+        self._reward_fn = REWARDS[self.grpo_reward]
         if self.grpo_reward == "soft_ndcg":
-            reward = functools.partial(
-                reward, temperature=self.grpo_reward_temperature, relative=self.grpo_reward_temperature_relative
-            )
-        self._reward_fn = reward
+            self._reward_fn = functools.partial(
+                self._reward_fn, temperature=self.grpo_reward_temperature,
+                relative=self.grpo_reward_temperature_relative,
+            )  # fmt: skip
         api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
         missing = [name for name in api if not hasattr(model, name)]
         if "grpo" in self.train_stages and missing:
@@ -147,16 +129,16 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             )
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._requires_grad_before = None
-        self._sft_caller = None
+        self._sft_caller = _Call(model)
         self._grpo_stats = None
-        self._rollout = None  # the current GRPO rollout and how many updates have used it
-        self._rollout_uses = 0
+        self._rollout, self._rollout_uses = None, 0  # the current GRPO rollout and how many updates have used it
+        self._epoch_batches = 1  # optimizer steps in the epoch: the losses are logged as means per step
         self._resume = None  # (stage, optimizer state) of the checkpoint being resumed, until that stage starts
 
     # ------------------------------------------------------------------ stages
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         r"""Run the stages of ``train_stages`` still to run (all of them, or the resumed one and those after it) in
-        order, each through the epoch loop of RecBole's :meth:`Trainer.fit`.
+        order, each through RecBole's :meth:`Trainer.fit`.
 
         Returns:
             (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
@@ -166,12 +148,16 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         with self.timed_fit():  # one clock for the time budget and the "fit" callback over all stages
             for stage in stages:
                 resuming, resume = resume, None  # a resumed checkpoint continues its own stage, the first one
-                if stage == "sft":
-                    begun = self._begin_sft(train_data, resuming)
-                else:
-                    begun = self._begin_grpo(valid_data, verbose, saved, show_progress, resuming)
-                if not begun:
+                if stage == "grpo" and self._grpo_skipped():
                     continue
+                if stage == "sft" and resuming is not None and self.state.finished:
+                    # SFT had finished: GRPO goes on from the point where the interrupted run left SFT
+                    self.state.finished = False
+                    self._restore_pending_rng(train_data)
+                    continue
+                if stage == "grpo" and resuming is None:
+                    self._set_grpo_bar(valid_data, verbose, saved, show_progress)
+                self._begin_stage(stage, resuming)
                 self._emit("stage", stage=stage, start_epoch=self.start_epoch, end_epoch=self.epochs)
                 super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 if stage == "grpo":
@@ -179,48 +165,27 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.stage = None
         return self.best_valid_score, self.best_valid_result
 
-    def _continue_stage(self, resume):
-        r"""After the resumed stage's setup: its optimizer's state (the counters are in the restored ``state``)."""
-        self.optimizer.load_state_dict(resume[1])
-        self.logger.info(
-            set_color("FLR stage [" + self.stage + "]", "pink")
-            + f": resumed after epoch {self.state.epoch}"
-            + (" (the stage had finished)" if self.state.finished else "")
-        )
-        if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
-            self.start_epoch = max(self.start_epoch, self.epochs)
+    def begin_grpo(self):
+        r"""Enter the GRPO stage on the model's current weights, with no validation bar and no checkpoint: the trainable
+        set (``grpo_trainable``), the optimizer, the SFT copy and the reference. For tools that time or inspect GRPO
+        steps; ``fit`` enters the stage itself.
 
-    def _set_stage(self, stage, epochs, learning_rate, stopping_step, start_epoch, resume=None):
-        r"""The stage's settings; its counters start at ``start_epoch`` unless ``resume``: then the restored state's
-        (the stage's first epoch, the epoch and early-stopping counter it was written at) stand."""
-        self.stage = stage
-        if resume is None:
-            self.state.stage_start_epoch, self.start_epoch, self.cur_step = start_epoch, start_epoch, 0
-        self.epochs = self.state.stage_start_epoch + epochs
-        self.learning_rate = learning_rate
-        self.stopping_step = stopping_step
-        self.eval_step = min(self.config["eval_step"], max(epochs, 1))
-
-    def _begin_sft(self, train_data, resume=None):
-        if resume is not None and self.state.finished:
-            # SFT had finished: GRPO goes on from the point where the interrupted run left SFT
-            self.state.finished = False
-            self._restore_pending_rng(train_data)
+        Returns:
+            bool: False when ``grpo_epochs`` is 0 (the stage is skipped).
+        """
+        if self._grpo_skipped():
             return False
-        # RecBole's own keys keep their meaning
-        config = self.config
-        self._set_stage("sft", config["epochs"], config["learning_rate"], config["stopping_step"], 0, resume)
-        self.logger.info(set_color("FLR stage [sft]", "pink") + f": epochs {self.start_epoch}..{self.epochs - 1}")
-        if resume is not None:
-            self._continue_stage(resume)
+        self._set_grpo_bar(None, False, False, False)
+        self._begin_stage("grpo")
         return True
 
-    def _begin_grpo(self, valid_data, verbose, saved, show_progress, resume=None):
+    def _grpo_skipped(self):
         if self.grpo_epochs == 0:
             self.logger.info(set_color("FLR stage [grpo]", "pink") + ": grpo_epochs is 0, skipped")
-            return False
-        if resume is not None:  # the weights, scores and SFT bar come from the restored state
-            return self._start_grpo(resume)
+        return self.grpo_epochs == 0
+
+    def _set_grpo_bar(self, valid_data, verbose, saved, show_progress):
+        r"""Before a new GRPO stage: the best SFT weights in the model and their valid score as the bar to beat."""
         sft_ran = self.stage == "sft"
         if not self.config["single_spec"]:
             torch.distributed.barrier()  # rank 0 has written the SFT checkpoint that every rank reads
@@ -238,44 +203,66 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             if saved:
                 self._save_checkpoint(self.state.epoch, verbose=verbose)
         self.sft_valid_score, self.sft_valid_result = self.best_valid_score, self.best_valid_result
-        return self._start_grpo(None)
 
-    def _start_grpo(self, resume):
+    def _begin_stage(self, stage, resume=None):
+        r"""The stage's settings, trainable set and optimizer. Its epochs start after the last one trained (0 for SFT)
+        unless ``resume`` (stage, optimizer state): then the restored state's counters stand."""
+        if stage == "grpo":
+            self._begin_grpo_parameters(resume is not None)
+        epochs, self.learning_rate, self.stopping_step = (
+            (self.config["epochs"], self.config["learning_rate"], self.config["stopping_step"])  # RecBole's own keys
+            if stage == "sft"
+            else (self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step)
+        )
+        if resume is None:
+            start = 0 if stage == "sft" else self.start_epoch
+            self.state.stage_start_epoch, self.start_epoch, self.cur_step = start, start, 0
+            if stage == "grpo":
+                self.grpo_best_epoch = None
+        self.stage = stage
+        self.epochs = self.state.stage_start_epoch + epochs
+        self.eval_step = min(self.config["eval_step"], max(epochs, 1))
+        if stage == "grpo":
+            self.optimizer = self._build_optimizer()
+        if stage == "sft":
+            self.logger.info(set_color("FLR stage [sft]", "pink") + f": epochs {self.start_epoch}..{self.epochs - 1}")
+        if resume is not None:
+            self.optimizer.load_state_dict(resume[1])  # the counters are in the restored state
+            self.logger.info(
+                set_color(f"FLR stage [{stage}]", "pink") + f": resumed after epoch {self.state.epoch}"
+                + (" (the stage had finished)" if self.state.finished else "")
+            )  # fmt: skip
+            if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
+                self.start_epoch = max(self.start_epoch, self.epochs)
+        if stage == "grpo":
+            trained = [p for p in self.model.parameters() if p.requires_grad]
+            self.logger.info(
+                set_color("FLR stage [grpo]", "pink")
+                + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
+                f"({sum(p.numel() for p in trained)} parameters in {len(trained)} tensors), "
+                f"G={self.grpo_num_generations}, reward {self.grpo_reward}, "
+                f"{self.grpo_updates_per_rollout} updates per rollout, "
+                f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
+            )
+
+    def _begin_grpo_parameters(self, resumed):
+        r"""Train only the parameters of ``grpo_trainable`` and keep detached copies of them as SFT left them (the
+        fallback and the KL reference; a resumed stage's come from its last checkpoint)."""
         names = self._grpo_parameter_names()
         self._requires_grad_before = {n: p.requires_grad for n, p in self.model.named_parameters()}
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in names)
         self._rewrap_distributed()
         trained = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        # detached copies of what GRPO changes: the SFT weights to fall back on and, with beta > 0, the reference
-        if resume is None:
+        if not resumed:
             self._sft_weights = {n: p.detach().clone() for n, p in trained.items()}
-        else:
-            self._sft_weights = {n: v.to(self.device) for n, v in self._sft_weights.items()}
-            if set(self._sft_weights) != set(trained):
-                raise CheckpointError(
-                    "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
-                    f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
-                )
-        self._sft_caller = _Call(self.model)
-
-        # GRPO's epochs number on from the last one trained (SFT's, or the resumed checkpoint's)
-        self._set_stage("grpo", self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step, self.start_epoch,
-                        resume)  # fmt: skip
-        if resume is None:
-            self.grpo_best_epoch = None
-        self.optimizer = self._build_optimizer()
-        if resume is not None:
-            self._continue_stage(resume)
-        self.logger.info(
-            set_color("FLR stage [grpo]", "pink")
-            + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
-            f"({sum(p.numel() for p in trained.values())} parameters in {len(trained)} tensors), "
-            f"G={self.grpo_num_generations}, reward {self.grpo_reward}, "
-            f"{self.grpo_updates_per_rollout} updates per rollout, "
-            f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
-        )
-        return True
+            return
+        self._sft_weights = {n: v.to(self.device) for n, v in self._sft_weights.items()}
+        if set(self._sft_weights) != set(trained):
+            raise CheckpointError(
+                "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
+                f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
+            )
 
     def _end_grpo(self, verbose, saved, validated):
         for name, param in self.model.named_parameters():
@@ -366,9 +353,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self.batch_repeats = (
-            self.grpo_updates_per_rollout if self.stage == "grpo" else 1
-        )  # one rollout, several updates
+        # GRPO: one rollout per batch, several updates on it
+        self.batch_repeats = self.grpo_updates_per_rollout if self.stage == "grpo" else 1
         self._epoch_batches = len(train_data) * self.batch_repeats
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -384,39 +370,14 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
         return losses
 
-    def begin_grpo(self):
-        r"""Enter the GRPO stage on the model's current weights, with no validation bar and no checkpoint: the trainable
-        set (``grpo_trainable``), the optimizer, the SFT copy and the reference. For tools that time or inspect GRPO
-        steps; ``fit`` enters the stage itself.
-
-        Returns:
-            bool: False when ``grpo_epochs`` is 0 (the stage is skipped).
-        """
-        return self._begin_grpo(None, False, False, False)
-
-    def grpo_loss(self, interaction):
-        r"""The latent GRPO loss terms of one batch, as the GRPO stage trains on them (see :meth:`_grpo_loss`).
-
-        Returns:
-            tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
-            lambda_sparse * L_sparse).
-        """
-        return self._grpo_loss(interaction)
-
     def loss_names(self, losses):
-        r"""The names of an epoch's loss terms (``ce``, ``orth``, ... or ``grpo_surrogate``, ``kl``, ...), or
-        RecBole's ``train_loss1..N`` when a model returns terms that are not known here."""
-        if self.stage == "grpo":
-            names = GRPO_LOSS_NAMES
-        else:
-            names = getattr(self.model, "loss_names", SFT_LOSS_NAMES)
-        if not isinstance(losses, tuple) or len(names) != len(losses):
-            return None
-        return names
+        r"""The names of an epoch's loss terms (``ce``, ``orth``, ... or ``grpo_surrogate``, ``kl``, ...), or None
+        (RecBole's ``train_loss1..N``) when a model returns terms that are not known here."""
+        names = GRPO_LOSS_NAMES if self.stage == "grpo" else getattr(self.model, "loss_names", SFT_LOSS_NAMES)
+        return names if isinstance(losses, tuple) and len(names) == len(losses) else None
 
     def _mean_losses(self, losses):
-        batches = max(getattr(self, "_epoch_batches", 1) or 1, 1)
-        return tuple(loss / batches for loss in losses)
+        return tuple(loss / max(self._epoch_batches, 1) for loss in losses)
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         names = self.loss_names(losses)
@@ -434,15 +395,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
             return output
         stats = self.grpo_epoch_stats()
-        shown = (
-            "reward_mean",
-            "reward_std",
-            "adv_std",
-            "signal_share",
-            "clip_frac",
-            "thought_norm",
-            "thought_shift",
-        ) + (("kl",) if self.grpo_beta > 0 else ())
+        shown = GRPO_LOGGED + (("kl",) if self.grpo_beta > 0 else ())
         return output + " [grpo " + ", ".join(set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown) + "]"
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
@@ -552,6 +505,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         r"""``fn(*args)``, a method of the model, with the SFT copy of the parameters GRPO trains swapped in."""
         weights = {f"model.{name}": value for name, value in self._sft_weights.items()}
         return torch.func.functional_call(self._sft_caller, weights, (fn,) + args)
+
+    grpo_loss = _grpo_loss  # public: tools that time or check the GRPO step (with begin_grpo)
 
     def _add_stats(self, **values):
         for name, value in values.items():
