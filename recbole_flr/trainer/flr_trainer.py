@@ -5,7 +5,6 @@ FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one
 """
 
 import functools
-import math
 from collections import namedtuple
 
 import torch
@@ -16,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import check_values, read_train_stages
 from recbole_flr.errors import CheckpointError, UserInputError
-from recbole_flr.trainer.grpo import REWARDS, Rollout, draw_rollout, groups_with_signal, policy_loss, sample_logprob
+from recbole_flr.trainer import grpo
 from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
 from recbole_flr.trainer.train_state import state_view
 
@@ -34,7 +33,7 @@ GRPO_KEYS = (
     "grpo_epsilon", "grpo_epsilon_high", "grpo_beta",
 )  # fmt: skip
 #: A batch's GRPO rollout (:class:`~recbole_flr.trainer.grpo.Rollout`) with its pass 1 and target ids [B].
-_Rollout = namedtuple("_Rollout", ("pass1", "target") + Rollout._fields)
+_Rollout = namedtuple("_Rollout", ("pass1", "target") + grpo.Rollout._fields)
 
 
 class _Call(torch.nn.Module):
@@ -109,7 +108,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             if config[key] is None:
                 raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml).")
             setattr(self, key, config[key])
-        self._reward_fn = REWARDS[self.grpo_reward]
+        self._reward_fn = grpo.REWARDS[self.grpo_reward]
         if self.grpo_reward == "soft_ndcg":
             self._reward_fn = functools.partial(
                 self._reward_fn, temperature=self.grpo_reward_temperature,
@@ -150,11 +149,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 resuming, resume = resume, None  # a resumed checkpoint continues its own stage, the first one
                 if stage == "grpo" and self._grpo_skipped():
                     continue
-                if stage == "sft" and resuming is not None and self.state.finished:
-                    # SFT had finished: GRPO goes on from the point where the interrupted run left SFT
-                    self.state.finished = False
-                    self._restore_pending_rng(train_data)
-                    continue
+                if stage == "sft" and resuming is not None and self._skip_finished(train_data):
+                    continue  # SFT had finished: GRPO goes on from the point where the interrupted run left SFT
                 if stage == "grpo" and resuming is None:
                     self._set_grpo_bar(valid_data, verbose, saved, show_progress)
                 self._begin_stage(stage, resuming)
@@ -358,9 +354,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._epoch_batches = len(train_data) * self.batch_repeats
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self._grpo_stats = dict.fromkeys(
-            ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift"), 0.0
-        )
+        self._grpo_stats = dict.fromkeys(grpo.STAT_SUMS, 0.0)
         self._rollout, self._rollout_uses = None, 0
         losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func or self._grpo_loss, show_progress=show_progress
@@ -406,31 +400,9 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             self.tensorboard.add_scalar(f"Loss/{self.stage}/{name}", value, epoch_idx)
 
     def grpo_epoch_stats(self):
-        r"""The last GRPO epoch's statistics over all its samples.
-
-        Returns:
-            dict: over the epoch's rollouts (B*G samples each): ``reward_mean``, ``reward_std`` (population std),
-            ``adv_std`` (RMS of the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every
-            group's rewards differ and ``grpo_scale_rewards`` is True, lower when groups of equal rewards give zero
-            advantages), ``signal_share`` (share of groups whose rewards are not all equal: the groups with a
-            non-zero advantage); over its updates (``grpo_updates_per_rollout`` per rollout): ``clip_frac`` and
-            ``kl`` (means per sample); ``thought_norm`` (mean L2 norm of the noise-free thought r at each rollout)
-            and ``thought_shift`` (mean L2 distance of r from the thought the SFT weights give for the same
-            history: how far GRPO has moved it); on rank 0 of a distributed run, its own samples.
-        """
-        s = self._grpo_stats
-        n, rows, updates = s["n"], max(s["rows"], 1.0), max(s["updates"], 1.0)
-        mean = s["r"] / n
-        return {
-            "reward_mean": mean,
-            "reward_std": math.sqrt(max(s["r2"] / n - mean * mean, 0.0)),
-            "adv_std": math.sqrt(s["a2"] / n),
-            "signal_share": s["signal"] / max(s["groups"], 1.0),
-            "clip_frac": s["clip"] / updates,
-            "kl": s["kl"] / updates,
-            "thought_norm": s["norm"] / rows,
-            "thought_shift": s["shift"] / rows,
-        }
+        r"""The last GRPO epoch's statistics over all its samples (:func:`~recbole_flr.trainer.grpo.epoch_stats`); on
+        rank 0 of a distributed run, its own samples."""
+        return grpo.epoch_stats(self._grpo_stats)
 
     def _grpo_loss(self, interaction):
         r"""Latent GRPO loss of one policy update: a new rollout on a batch's first update, the stored one on the
@@ -457,7 +429,9 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             with torch.no_grad():
                 pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         latent = model.reason(pass1)
-        surrogate, kl, clip_fraction = policy_loss(latent.thought, rollout, self.grpo_epsilon, self.grpo_epsilon_high)
+        surrogate, kl, clip_fraction = grpo.policy_loss(
+            latent.thought, rollout, self.grpo_epsilon, self.grpo_epsilon_high
+        )
         l_orth, l_div, l_sparse = model.regularisers(latent)
         if self._grpo_stats is not None:
             n = rollout.samples.size(0)
@@ -480,7 +454,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         with torch.no_grad():
             pass1 = model.encode(item_seq, item_seq_len)
             thought = model.reason(pass1).thought  # [B D]
-            rollout = draw_rollout(
+            rollout = grpo.draw_rollout(
                 thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
                 self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
             )  # fmt: skip
@@ -489,16 +463,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 if self.grpo_trainable == "all":
                     ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
                 thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
-                rollout = rollout._replace(logp_ref=sample_logprob(thought_ref, rollout.samples, rollout.sigma))
+                rollout = rollout._replace(logp_ref=grpo.sample_logprob(thought_ref, rollout.samples, rollout.sigma))
             if self._grpo_stats is not None:
-                rewards, batch = rollout.rewards, thought.size(0)
                 sft_thought = self._with_sft_weights(model.reason, pass1).thought  # [B D]
-                self._add_stats(
-                    n=rewards.numel(), r=rewards.sum().item(), r2=rewards.pow(2).sum().item(),
-                    a2=rollout.advantages.pow(2).sum().item(), groups=batch,
-                    signal=groups_with_signal(rewards.view(batch, G)).item() * batch, rows=batch,
-                    norm=thought.norm(dim=-1).sum().item(), shift=(thought - sft_thought).norm(dim=-1).sum().item(),
-                )  # fmt: skip
+                rewards = rollout.rewards.view(-1, G)  # [B G]
+                self._add_stats(**grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought))
         return _Rollout(pass1, target, *rollout)
 
     def _with_sft_weights(self, fn, *args):

@@ -352,3 +352,62 @@ def policy_loss(thought, rollout, eps_low=0.2, eps_high=0.28):
     if rollout.logp_ref is None:
         return surrogate, torch.zeros((), device=thought.device), clip_fraction
     return surrogate, kl_k3(logp, rollout.logp_ref).mean(), clip_fraction
+
+
+#: The running sums of an epoch's rollouts (:func:`rollout_sums`) and policy updates (``updates``: samples, ``clip``
+#: and ``kl``: their clip fractions and KLs times the samples) from which :func:`epoch_stats` computes its means.
+STAT_SUMS = ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift")
+
+
+def rollout_sums(rewards, advantages, thought, sft_thought):
+    r"""What one rollout adds to the epoch's :data:`STAT_SUMS` (Python floats).
+
+    Args:
+        rewards (torch.Tensor): rewards, shape [B, G].
+        advantages (torch.Tensor): advantages, shape [B*G].
+        thought (torch.Tensor): the noise-free thoughts r the samples were drawn around, shape [B, D].
+        sft_thought (torch.Tensor): the thoughts the SFT weights give for the same histories, shape [B, D].
+
+    Returns:
+        dict: sums over the B*G samples (``n``, ``r``, ``r2``, ``a2``) and over the B histories (``groups``,
+        ``signal``, ``rows``, ``norm``, ``shift``).
+    """
+    batch = rewards.size(0)
+    return {
+        "n": rewards.numel(),
+        "r": rewards.sum().item(),
+        "r2": rewards.pow(2).sum().item(),
+        "a2": advantages.pow(2).sum().item(),
+        "groups": batch,
+        "signal": groups_with_signal(rewards).item() * batch,
+        "rows": batch,
+        "norm": thought.norm(dim=-1).sum().item(),
+        "shift": (thought - sft_thought).norm(dim=-1).sum().item(),
+    }
+
+
+def epoch_stats(sums):
+    r"""An epoch's GRPO statistics from its :data:`STAT_SUMS`.
+
+    Returns:
+        dict: over the epoch's rollouts (B*G samples each): ``reward_mean``, ``reward_std`` (population std),
+        ``adv_std`` (RMS of the advantages, whose mean is 0 within each group: about sqrt((G-1)/G) when every
+        group's rewards differ and ``grpo_scale_rewards`` is True, lower when groups of equal rewards give zero
+        advantages), ``signal_share`` (share of groups whose rewards are not all equal: the groups with a
+        non-zero advantage); over its updates (``grpo_updates_per_rollout`` per rollout): ``clip_frac`` and
+        ``kl`` (means per sample); ``thought_norm`` (mean L2 norm of the noise-free thought r at each rollout)
+        and ``thought_shift`` (mean L2 distance of r from the thought the SFT weights give for the same
+        history: how far GRPO has moved it).
+    """
+    n, rows, updates = sums["n"], max(sums["rows"], 1.0), max(sums["updates"], 1.0)
+    mean = sums["r"] / n
+    return {
+        "reward_mean": mean,
+        "reward_std": math.sqrt(max(sums["r2"] / n - mean * mean, 0.0)),
+        "adv_std": math.sqrt(sums["a2"] / n),
+        "signal_share": sums["signal"] / max(sums["groups"], 1.0),
+        "clip_frac": sums["clip"] / updates,
+        "kl": sums["kl"] / updates,
+        "thought_norm": sums["norm"] / rows,
+        "thought_shift": sums["shift"] / rows,
+    }

@@ -1,12 +1,8 @@
 """
 recbole_flr.trainer.safe_checkpoint
 ###################################
-:class:`SafeCheckpointMixin`: checkpoints that torch >= 2.6 loads with ``weights_only=True``, for FLR and for every
-RecBole trainer (the files themselves: :mod:`recbole_flr.checkpoint`).
-
-Beside the best model ``<name>.pth``, a trainer with :class:`SafeCheckpointMixin` keeps ``<name>-last.pth``: the state
-at the end of the last finished epoch (weights, optimizer, early-stopping counters, RNG states), from which
-``resume_checkpoint`` continues an interrupted run on the same trajectory.
+:class:`SafeCheckpointMixin`: RecBole's trainers with checkpoints that torch >= 2.6 loads with ``weights_only=True``,
+a resumable last checkpoint, a time budget and callbacks (the files themselves: :mod:`recbole_flr.checkpoint`).
 """
 
 import os
@@ -51,7 +47,9 @@ class SafeCheckpointMixin:
       hold the last good state.
     - Public hooks, for benchmarks and tools (nothing patches RecBole): :attr:`time_budget` (seconds of training,
       checked after every batch), :meth:`add_callback` (a function told of every epoch, validation, evaluation and
-      the end of ``fit``), and :meth:`early_stopping` (the improvement rule; FLRTrainer's is strict).
+      the end of ``fit``), and :attr:`strict_improvement` (the improvement rule; FLRTrainer's is strict).
+    - RecBole's own ``fit`` runs every epoch, unchanged; the hooks live in :meth:`_train_epoch` and
+      :meth:`_valid_epoch`.
 
     NOTE:
         RecBole names the best model ``<model>-<time to the second>.pth``, so two runs started in the same second
@@ -137,27 +135,21 @@ class SafeCheckpointMixin:
         return checkpoint
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
-        if verbose:
-            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        if self.config["single_spec"] or self.config["local_rank"] == 0:
+            atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
-    # ------------------------------------------------------------------ last checkpoint and resume
     def _save_last_checkpoint(self, finished):
         r"""The last checkpoint, at :attr:`state`'s epoch (complete: trained, validated, counted, best model saved)."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        atomic_torch_save(self._checkpoint_state(resume=True, finished=finished), self.last_model_file)
+        if self.config["single_spec"] or self.config["local_rank"] == 0:
+            atomic_torch_save(self._checkpoint_state(resume=True, finished=finished), self.last_model_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         r"""RecBole's own ``fit``, unchanged, with the hooks of :meth:`_train_epoch`, :meth:`_valid_epoch` and
         :attr:`strict_improvement`; then the last checkpoint, marked finished."""
-        if self.state.finished:
-            # the interrupted run had finished this fit; RecBole's fit would save the current weights as the best
-            self.state.finished = False
-            self._restore_pending_rng(train_data)
+        if self._skip_finished(train_data):  # RecBole's fit would save the current weights as the best
             return self.best_valid_score, self.best_valid_result
         self._in_fit, self._save_last, self._epoch_open, self._train_data = True, saved, False, train_data
         try:
@@ -203,9 +195,7 @@ class SafeCheckpointMixin:
     def over_budget(self):
         r"""Whether :attr:`time_budget` seconds have passed since the outermost ``fit`` began."""
         return (
-            bool(self.time_budget)
-            and self._fit_start is not None
-            and (time.time() - self._fit_start > self.time_budget)
+            bool(self.time_budget) and self._fit_start is not None and time.time() - self._fit_start > self.time_budget
         )
 
     def _budget_check(self):
@@ -270,6 +260,14 @@ class SafeCheckpointMixin:
             set_rng_state(self.state.rng, getattr(train_data, "generator", None))
             self.state.rng = None
 
+    def _skip_finished(self, train_data):
+        r"""Whether the resumed checkpoint's stage had finished: then nothing trains, and the random states it left are
+        restored for what comes next."""
+        finished, self.state.finished = self.state.finished, False
+        if finished:
+            self._restore_pending_rng(train_data)
+        return finished
+
     def _read_resume_checkpoint(self, resume_file):
         r"""Load ``resume_file``, check it is this model's, restore the weights and :attr:`state` (the one place a run's
         progress is restored), and point ``saved_model_file`` at the original run's best model.
@@ -289,11 +287,9 @@ class SafeCheckpointMixin:
             self.saved_model_file = best_checkpoint_file(resume_file) or os.path.join(
                 os.path.dirname(resume_file), checkpoint["best_model_file"]
             )
-            current = plain_config(self.config)
+            current, ignored = plain_config(self.config), ("resume_from", "checkpoint_dir", "data_path")
             changed = sorted(
-                k
-                for k in set(saved) | set(current)
-                if k not in ("resume_from", "checkpoint_dir", "data_path") and saved.get(k) != current.get(k)
+                k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k)
             )
             if changed:
                 self.logger.warning(
