@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from recbole_flr.checkpoint import plain_result
 from recbole_flr.errors import CheckpointError
 
+#: what every checkpoint holds of the state, and what a last checkpoint adds (beside ``fit_finished``)
+BEST_KEYS = ("epoch", "cur_step", "best_valid_score")
+LAST_KEYS = ("best_valid_result", "rng", "stage_start_epoch")
 #: what a last checkpoint of the GRPO stage must hold beyond the counters (the bar to beat and the SFT weights)
-GRPO_KEYS = ("stage_start_epoch", "sft_valid_score", "sft_valid_result", "grpo_best_epoch", "grpo_sft_weights")
+GRPO_STATE = ("sft_valid_score", "sft_valid_result", "grpo_best_epoch", "grpo_sft_weights")
+GRPO_KEYS = ("stage_start_epoch",) + GRPO_STATE
 
 
 @dataclass
@@ -56,63 +60,39 @@ class TrainState:
     grpo_sft_weights: dict = None
 
     def to_checkpoint(self, epoch=None, resume=False, finished=False, rng=None):
-        r"""The checkpoint keys of this state.
+        r"""The checkpoint keys of this state, as plain data that ``torch.load(weights_only=True)`` reads.
 
         Args:
             epoch (int, optional): the epoch to record, if not :attr:`epoch` (RecBole saves its initial weights as -1).
-            resume (bool): also what a resumed run needs (a last checkpoint): the best result, whether the stage had
-                finished, the random states and, in GRPO, its bar and SFT weights.
+            resume (bool): also what a resumed run needs (a last checkpoint): :data:`LAST_KEYS`, ``fit_finished`` and,
+                in GRPO, :data:`GRPO_STATE`.
             finished (bool): the stage's ``fit`` has ended (only with ``resume``).
             rng (dict): the random states now (only with ``resume``).
-
-        Returns:
-            dict: plain data that ``torch.load(weights_only=True)`` reads.
         """
-        state = {
-            "epoch": self.epoch if epoch is None else epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
-        }
-        if self.stage is not None:
-            state["stage"] = self.stage  # which stage's weights these are ("sft" when the SFT checkpoint stands)
-        if not resume:
-            return state
-        state.update(
-            fit_finished=bool(finished),
-            best_valid_result=plain_result(self.best_valid_result),
-            rng=rng,
-            stage_start_epoch=self.stage_start_epoch,
-        )
-        if self.stage == "grpo":
-            state.update(
-                sft_valid_score=float(self.sft_valid_score),
-                sft_valid_result=plain_result(self.sft_valid_result),
-                grpo_best_epoch=self.grpo_best_epoch,
-                grpo_sft_weights=self.grpo_sft_weights,
-            )
+        keys = BEST_KEYS + (("stage",) if self.stage is not None else ())  # which stage's weights ("sft": SFT's stand)
+        if resume:
+            keys += LAST_KEYS + (GRPO_STATE if self.stage == "grpo" else ())
+        state = {key: _plain(key, getattr(self, key)) for key in keys}
+        state["epoch"] = self.epoch if epoch is None else epoch
+        if resume:
+            state.update(fit_finished=bool(finished), rng=rng)
         return state
 
     @classmethod
     def from_checkpoint(cls, checkpoint, name):
-        r"""The state a checkpoint was written in.
-
-        A last checkpoint (``"last": True``) gives all of it; a best-model checkpoint only its epoch, early-stopping
-        counter and best score (no stage, random states or result: a run resumed from it does not follow the original
-        trajectory).
+        r"""The state a checkpoint was written in: all of it from a last checkpoint (``"last": True``); from a
+        best-model checkpoint only its epoch, early-stopping counter and best score (no stage, random states or
+        result: a run resumed from it does not follow the original trajectory).
 
         Raises:
             CheckpointError: a last checkpoint of the GRPO stage without the GRPO state (:data:`GRPO_KEYS`).
         """
-        state = cls(
-            epoch=checkpoint["epoch"], cur_step=checkpoint["cur_step"], best_valid_score=checkpoint["best_valid_score"]
-        )
+        state = cls(**{key: checkpoint[key] for key in BEST_KEYS})
         if not checkpoint.get("last"):
             return state
-        state.stage = checkpoint.get("stage")
+        state.stage, state.finished = checkpoint.get("stage"), checkpoint["fit_finished"]
         state.stage_start_epoch = checkpoint.get("stage_start_epoch", 0)  # 0: SFT's, or a one-stage trainer's
-        state.best_valid_result = _ordered(checkpoint["best_valid_result"])
-        state.finished = checkpoint["fit_finished"]
-        state.rng = checkpoint["rng"]
+        keys = ("best_valid_result", "rng")
         if state.stage == "grpo":
             missing = [key for key in GRPO_KEYS if key not in checkpoint]
             if missing:
@@ -120,15 +100,15 @@ class TrainState:
                     f"{name} was written in the GRPO stage but lacks {missing} (an older recbole-flr wrote it): it "
                     "cannot resume GRPO. Resume from an SFT-stage checkpoint of the run or start again."
                 )
-            state.sft_valid_score = checkpoint["sft_valid_score"]
-            state.sft_valid_result = _ordered(checkpoint["sft_valid_result"])
-            state.grpo_best_epoch = checkpoint["grpo_best_epoch"]
-            state.grpo_sft_weights = checkpoint["grpo_sft_weights"]
+            keys += GRPO_STATE
+        for key in keys:
+            value = checkpoint[key]
+            setattr(state, key, OrderedDict(value) if key.endswith("_result") and value is not None else value)
         return state
 
 
-def _ordered(result):
-    return None if result is None else OrderedDict(result)
+def _plain(key, value):
+    return float(value) if key.endswith("_score") else plain_result(value) if key.endswith("_result") else value
 
 
 def state_view(name, doc=None):
