@@ -234,9 +234,11 @@ class SafeCheckpointMixin:
         self.state.epoch = epoch_idx
         self._restore_pending_rng(train_data)
         self._loss_position = [epoch_idx, -1]
-        loader, tick = _EpochLoader(train_data, self), time.time()
+        hooked = self.time_budget or self.callbacks or self.batch_repeats > 1  # else RecBole's own loader, unwrapped
+        loader, tick = _EpochLoader(train_data, self) if hooked else train_data, time.time()
         losses = super()._train_epoch(loader, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self._emit("train_epoch", epoch=epoch_idx, stage=self.stage, train_s=time.time() - tick, **loader.record)
+        if hooked:
+            self._emit("train_epoch", epoch=epoch_idx, stage=self.stage, train_s=time.time() - tick, **loader.record)
         return losses
 
     def _check_nan(self, loss):
