@@ -281,3 +281,42 @@ def test_rank_rewards_give_a_nan_target_score_the_minimum():
     logits = torch.tensor([[0.0, float("nan"), 1.0, 2.0]])
     torch.testing.assert_close(reward_reciprocal_rank(logits, torch.tensor([1])), torch.tensor([1 / 3]))
     torch.testing.assert_close(reward_ndcg_at_k(logits, torch.tensor([1]), k=2), torch.tensor([0.0]))
+
+
+# ---------------------------------------------------------------- rollout, policy update, epoch statistics
+def test_draw_rollout_and_its_first_policy_update():
+    from recbole_flr.trainer.grpo import draw_rollout, policy_loss, sample_logprob
+
+    torch.manual_seed(0)
+    thought = torch.randn(3, 4)
+    items = torch.randn(6, 4)
+    target = torch.tensor([1, 2, 5])
+    rollout = draw_rollout(thought, lambda samples: samples @ items.T, target, 4, 0.3, reward_logprob)
+    assert rollout.samples.shape == (12, 4) and rollout.logp_ref is None
+    # the rewards are the reward of each sample's scores against its history's target, in repeat_interleave order
+    expected = reward_logprob(rollout.samples @ items.T, target.repeat_interleave(4))
+    torch.testing.assert_close(rollout.rewards, expected)
+    torch.testing.assert_close(rollout.advantages, group_advantages(expected.view(3, 4)).view(-1))
+    # logp_old is the density of the samples around the thought that drew them
+    torch.testing.assert_close(rollout.logp_old, sample_logprob(thought, rollout.samples, rollout.sigma))
+    # the first update is on-policy: ratio 1, surrogate -mean(A), no KL without a reference, nothing clipped
+    surrogate, kl, clip = policy_loss(thought.clone().requires_grad_(), rollout)
+    torch.testing.assert_close(surrogate, -rollout.advantages.mean())
+    assert kl.item() == 0.0 and clip.item() == 0.0
+    _, kl, _ = policy_loss(thought, rollout._replace(logp_ref=rollout.logp_old))
+    assert kl.item() == pytest.approx(0.0, abs=1e-6)  # the reference is the policy itself
+
+
+def test_epoch_stats_from_hand_made_sums():
+    from recbole_flr.trainer.grpo import epoch_stats, rollout_sums
+
+    rewards = torch.tensor([[1.0, 3.0], [2.0, 2.0]])
+    advantages = torch.tensor([-1.0, 1.0, 0.0, 0.0])
+    thought, sft_thought = torch.tensor([[3.0, 4.0], [0.0, 1.0]]), torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    sums = rollout_sums(rewards, advantages, thought, sft_thought)
+    sums.update(updates=4.0, clip=1.0, kl=0.2)
+    stats = epoch_stats(sums)
+    assert stats["reward_mean"] == 2.0 and stats["reward_std"] == pytest.approx(math.sqrt(0.5))
+    assert stats["adv_std"] == pytest.approx(math.sqrt(0.5)) and stats["signal_share"] == 0.5
+    assert stats["clip_frac"] == 0.25 and stats["kl"] == pytest.approx(0.05)
+    assert stats["thought_norm"] == 3.0 and stats["thought_shift"] == 0.5
