@@ -405,8 +405,14 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         return grpo.epoch_stats(self._grpo_stats)
 
     def _grpo_loss(self, interaction):
-        r"""Latent GRPO loss of one policy update: a new rollout on a batch's first update, the stored one on the
-        next ``grpo_updates_per_rollout - 1`` updates of the same batch.
+        r"""Latent GRPO loss of one policy update: a new rollout (:meth:`_draw_rollout`) on a batch's first update, the
+        stored one on the next ``grpo_updates_per_rollout - 1`` updates of the same batch (the loader yields the batch
+        that many times, trl's ``num_iterations``). Each update re-runs only the latent module with grad: the clipped
+        surrogate of the Gaussian log-density of the stored samples (its gradient reaches only the latent module) with
+        the stored ``logp_old``, the k3 KL to the SFT copy, and the factor regularisers with the model's own lambdas
+        (0 switches one off). With one update per rollout the samples come from the current policy, the ratio is 1,
+        nothing is clipped and the gradient is the plain group-relative policy gradient (REINFORCE with a group
+        baseline); from the second update on, PPO's ratio and clip act.
 
         Returns:
             tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
@@ -445,9 +451,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         )
 
     def _draw_rollout(self, interaction):
-        r"""One rollout of a batch under ``no_grad`` (:func:`~recbole_flr.trainer.grpo.draw_rollout`): G noised
-        thoughts per history from the current policy, their rewards, group-relative advantages and log-likelihoods
-        under the policy and, with ``grpo_beta > 0``, under the SFT copy (see :data:`_Rollout`)."""
+        r"""One rollout of a batch (``B`` histories) under ``no_grad`` (:func:`~recbole_flr.trainer.grpo.draw_rollout`):
+        pass 1 of the backbone runs once and is shared by the G samples of each history; the latent module gives the
+        thought ``r``; G thoughts ``r + eps`` are sampled, and pass 2 (or, with ``user_vector: latent_state``, the
+        default, the noised latent state itself: the user vector) and the scores of all items run in one call on
+        ``B * G`` rows; then the rewards, advantages and log-likelihoods under the policy and, with ``grpo_beta > 0``,
+        under the SFT copy with the same sigma (see :data:`_Rollout`)."""
         model, G = self.model, self.grpo_num_generations
         item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         target = interaction[model.POS_ITEM_ID]
@@ -458,8 +467,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
                 self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
             )  # fmt: skip
-            if self.grpo_beta > 0:  # the frozen SFT copy is the reference; pass 1 is shared unless GRPO trains it
-                ref_pass1 = pass1
+            if self.grpo_beta > 0 and self._sft_weights is not None:  # the SFT copy is the reference (in the stage)
+                ref_pass1 = pass1  # shared with the reference unless GRPO trains the backbone
                 if self.grpo_trainable == "all":
                     ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
                 thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
