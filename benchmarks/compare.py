@@ -621,9 +621,14 @@ def _grpo_table(rows):
         lines.append(
             f"| {r['variant']} | {r['seed']} | {pair(sv, st, 'ndcg@10')} | {pair(gv, gt, 'ndcg@10')} | "
             f"{pair(sv, st, 'recall@10')} | {pair(gv, gt, 'recall@10')} | {r['grpo_best_epoch']} | "
-            f"{'' if share is None else f'{share:.2f}'} | {r['epoch_s']:.1f} | {r['grpo_epoch_s']:.1f} |"
+            f"{_num(share, 2)} | {_num(r['epoch_s'], 1)} | {_num(r['grpo_epoch_s'], 1)} |"
         )
     return lines
+
+
+def _num(value, digits):
+    r"""``value`` with ``digits`` decimals; empty for None (a GRPO stage cut before its first whole epoch)."""
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def _fmt(pair, digits=4, plus=True):

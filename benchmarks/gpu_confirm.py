@@ -1,0 +1,118 @@
+"""FLR's default, its backbone-alone control and SASRecAllPos on the large datasets, in one call of a lent GPU
+machine: the runs of ``PLAN`` go ``--jobs`` at a time (one torch thread each, the GPU shared), most
+important first, each with a training budget that ends it before ``--deadline`` (a run that converges earlier is
+not cut; a cut run is marked ``cut`` in the tables, a hint and not a result).
+
+Every run is :func:`compare.run_one` (the same subprocess, protocol and records as ``compare.py``), and every row
+goes to ``benchmarks/results/compare-<dataset><tag>.json`` as it finishes; ``--out`` gets a copy of those files
+after each row, so a call that is stopped early still returns what finished.
+
+    python benchmarks/gpu_confirm.py --out $OUT --deadline 540 --jobs 4        # on the GPU machine
+    python benchmarks/gpu_confirm.py --dry_run                                  # the plan, in order
+    python benchmarks/compare.py --report_only --datasets amazon-games --results_tag=-h200   # back here: tables
+
+The ``llmtext`` rows read SmolLM2 title features from ``item_text_cache_dir`` (computed once on the CPU with
+``item_text_encoder: smollm2``); see docs/benchmarks.md, "Confirmed on a GPU", for how they travel.
+"""
+
+import argparse
+import concurrent.futures
+import copy
+import os
+import shutil
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402
+
+#: (model, variant, extra config, label) in groups of priority; each group runs on every dataset, every seed.
+TEXT = {"item_text_encoder": "smollm2", "item_text_cache_dir": "benchmarks/scratch/item_text"}
+PLAN = [
+    [("FLR", "default", {}, "default"), ("FLR", "allpos+backbone", {}, "allpos+backbone"),
+     ("SASRecAllPos", "default", {}, "default")],
+    [("FLR", "default+llmtext", TEXT, "default+llmtext"), ("SASRecAllPos", "default", TEXT, "default+llmtext"),
+     ("FLR", "allpos+backbone+llmtext", TEXT, "allpos+backbone+llmtext")],
+    [("FLR", "allpos+notext", {}, "allpos+notext")],
+]  # fmt: skip
+#: Seconds a run needs outside its training budget: loading the dataset, building the model, testing (measured on
+#: a CPU core of this project's machine; a GPU machine's core is about as fast).
+OVERHEAD_S = {"amazon-games": 90, "ml-1m": 90}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deadline", type=float, default=540, help="seconds from start by which every run ends")
+    parser.add_argument(
+        "--jobs", type=int, default=4, help="runs side by side (20 on one H200 were GPU-bound: see docs/benchmarks.md)"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
+    parser.add_argument("--datasets", nargs="+", default=["amazon-games", "ml-1m"])
+    parser.add_argument("--text_datasets", nargs="+", default=None, help="the llmtext runs' datasets (default: all)")
+    parser.add_argument("--data_path", default="../shared/datasets")
+    parser.add_argument("--tag", default="-h200", help="results go to compare-<dataset><tag>.*")
+    parser.add_argument("--min_budget", type=float, default=60, help="a run left less training time is not started")
+    parser.add_argument("--config", nargs="*", default=[], help="key=value for every run (YAML values)")
+    parser.add_argument("--out", default=None, help="a folder that gets a copy of the results after each row")
+    parser.add_argument("--dry_run", action="store_true")
+    args = parser.parse_args(argv)
+    start = time.time()
+    text = args.text_datasets if args.text_datasets is not None else args.datasets
+    runs = [
+        (d, model, variant, extra, label, s)
+        for group in PLAN
+        for d in args.datasets
+        for model, variant, extra, label in group
+        if d in text or "item_text_encoder" not in extra
+        for s in args.seeds
+    ]
+    if args.dry_run:
+        for run in runs:
+            print(*run)
+        return 0
+    base = compare.parse_args(
+        ["--data_path", args.data_path, "--threads", "1", f"--results_tag={args.tag}", "--config", *args.config]
+    )
+    meta = {
+        "machine": compare.machine_info(1),
+        "time_budget": f"per run: what the {args.deadline:.0f} s deadline left at its start",
+        "protocol": compare.PROTOCOL,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": sys.argv,
+        "tuning": {"trials": 0, "grids": {}},
+    }
+    lock = threading.Lock()
+
+    def one(run):
+        dataset, model, variant, extra, label, seed = run
+        budget = int(args.deadline - (time.time() - start) - OVERHEAD_S.get(dataset, 60))
+        if budget < args.min_budget:
+            print(f"[confirm] skipped {model} {label} {dataset} {seed}: {budget} s left", flush=True)
+            return None
+        run_args = copy.copy(base)
+        run_args.time_budget = budget
+        run_args.scratch = os.path.join(compare.ROOT, "benchmarks", "scratch", f"confirm-{model}-{label}-{seed}")
+        row = compare.run_one(run_args, model, dataset, seed, variant, extra, label=label)
+        with lock:
+            try:
+                compare.record(dataset + args.tag, row, meta, fresh=False)  # the JSON first, then the tables
+            except Exception as error:  # a report bug must not keep finished rows from --out
+                print(f"[confirm] report failed after the row was saved: {error!r}", flush=True)
+            if args.out:
+                os.makedirs(args.out, exist_ok=True)
+                for name in os.listdir(compare.RESULTS):
+                    if name.endswith(f"{args.tag}.json"):
+                        shutil.copy(os.path.join(compare.RESULTS, name), os.path.join(args.out, name + ".part"))
+                        os.replace(os.path.join(args.out, name + ".part"), os.path.join(args.out, name))
+        return row
+
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        rows = [row for row in pool.map(one, runs) if row]
+    failed = [r for r in rows if "error" in r]
+    print(f"[confirm] {len(rows)} runs in {time.time() - start:.0f} s, {len(failed)} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
