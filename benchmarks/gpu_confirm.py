@@ -7,12 +7,13 @@ Every run is :func:`compare.run_one` (the same subprocess, protocol and records 
 goes to ``benchmarks/results/compare-<dataset><tag>.json`` as it finishes; ``--out`` gets a copy of those files
 after each row, so a call that is stopped early still returns what finished.
 
-    python benchmarks/gpu_confirm.py --out $OUT --deadline 540 --jobs 4        # on the GPU machine
-    python benchmarks/gpu_confirm.py --dry_run                                  # the plan, in order
-    python benchmarks/compare.py --report_only --datasets amazon-games --results_tag=-h200   # back here: tables
+    bash benchmarks/gpu_prepare.sh          # here: wheels, datasets and feature caches into .whl/ and .devcarry/
+    DEADLINE=540 bash benchmarks/gpu_session.sh --jobs 4 --tag=-h200-1130    # a device call, carry .devcarry, .whl
+    python benchmarks/gpu_confirm.py --dry_run --tag=-x                      # the plan, in order
+    python benchmarks/compare.py --report_only --datasets amazon-games --results_tag=-h200-1130   # back here
 
 The ``llmtext`` rows read SmolLM2 title features from ``item_text_cache_dir`` (computed once on the CPU with
-``item_text_encoder: smollm2``); see docs/benchmarks.md, "Confirmed on a GPU", for how they travel.
+``item_text_encoder: smollm2``); gpu_prepare.sh and gpu_session.sh say how they travel.
 """
 
 import argparse
@@ -51,7 +52,9 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["amazon-games", "ml-1m"])
     parser.add_argument("--text_datasets", nargs="+", default=None, help="the llmtext runs' datasets (default: all)")
     parser.add_argument("--data_path", default="../shared/datasets")
-    parser.add_argument("--tag", default="-h200", help="results go to compare-<dataset><tag>.*")
+    parser.add_argument(
+        "--tag", required=True, help="results go to compare-<dataset><tag>.* (a new tag per call: rows are appended)"
+    )
     parser.add_argument("--min_budget", type=float, default=60, help="a run left less training time is not started")
     parser.add_argument("--config", nargs="*", default=[], help="key=value for every run (YAML values)")
     parser.add_argument("--out", default=None, help="a folder that gets a copy of the results after each row")
