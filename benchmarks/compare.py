@@ -792,6 +792,19 @@ def machine_info(threads):
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch threads {threads}, load average at start {load}"
 
 
+def run_meta(args, time_budget):
+    r"""What a results file records about the runs of one invocation: machine, budget, protocol, start, command line and
+    the tuning budget (``args.trials`` draws from each model's grid)."""
+    return {
+        "machine": machine_info(args.threads),
+        "time_budget": time_budget,
+        "protocol": PROTOCOL,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": sys.argv,
+        "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}},
+    }
+
+
 # ----------------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -865,14 +878,7 @@ def main(argv=None):
             continue
         name = dataset + args.results_tag  # the results' file and docs section
         path = os.path.join(RESULTS, f"compare-{name}.json")
-        meta = {
-            "machine": machine_info(args.threads),
-            "time_budget": args.time_budget,
-            "protocol": PROTOCOL,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "argv": sys.argv,
-            "tuning": {"trials": args.trials, "grids": {m: GRIDS[m] for m in args.models if m in GRIDS}},
-        }
+        meta = run_meta(args, args.time_budget)
         if args.report_only:
             if os.path.exists(path):
                 old = json.load(open(path))

@@ -37,9 +37,6 @@ PLAN = [
      ("FLR", "allpos+backbone+llmtext", TEXT, "allpos+backbone+llmtext")],
     [("FLR", "allpos+notext", {}, "allpos+notext")],
 ]  # fmt: skip
-#: Seconds a run needs outside its training budget: loading the dataset, building the model, testing (measured on
-#: a CPU core of this project's machine; a GPU machine's core is about as fast).
-OVERHEAD_S = {"amazon-games": 90, "ml-1m": 90}
 
 
 def main(argv=None):
@@ -54,6 +51,9 @@ def main(argv=None):
     parser.add_argument("--data_path", default="../shared/datasets")
     parser.add_argument(
         "--tag", required=True, help="results go to compare-<dataset><tag>.* (a new tag per call: rows are appended)"
+    )
+    parser.add_argument(
+        "--overhead", type=float, default=90, help="seconds a run needs besides training (load, build, test; a guess)"
     )
     parser.add_argument("--min_budget", type=float, default=60, help="a run left less training time is not started")
     parser.add_argument("--config", nargs="*", default=[], help="key=value for every run (YAML values)")
@@ -77,19 +77,12 @@ def main(argv=None):
     base = compare.parse_args(
         ["--data_path", args.data_path, "--threads", "1", f"--results_tag={args.tag}", "--config", *args.config]
     )
-    meta = {
-        "machine": compare.machine_info(1),
-        "time_budget": f"per run: what the {args.deadline:.0f} s deadline left at its start",
-        "protocol": compare.PROTOCOL,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "argv": sys.argv,
-        "tuning": {"trials": 0, "grids": {}},
-    }
+    meta = compare.run_meta(base, f"per run: what the {args.deadline:.0f} s deadline left at its start")
     lock = threading.Lock()
 
     def one(run):
         dataset, model, variant, extra, label, seed = run
-        budget = int(args.deadline - (time.time() - start) - OVERHEAD_S.get(dataset, 60))
+        budget = int(args.deadline - (time.time() - start) - args.overhead)
         if budget < args.min_budget:
             print(f"[confirm] skipped {model} {label} {dataset} {seed}: {budget} s left", flush=True)
             return None
@@ -102,12 +95,11 @@ def main(argv=None):
                 compare.record(dataset + args.tag, row, meta, fresh=False)  # the JSON first, then the tables
             except Exception as error:  # a report bug must not keep finished rows from --out
                 print(f"[confirm] report failed after the row was saved: {error!r}", flush=True)
-            if args.out:
+            if args.out:  # this dataset's results file, replaced whole
+                name = f"compare-{dataset}{args.tag}.json"
                 os.makedirs(args.out, exist_ok=True)
-                for name in os.listdir(compare.RESULTS):
-                    if name.endswith(f"{args.tag}.json"):
-                        shutil.copy(os.path.join(compare.RESULTS, name), os.path.join(args.out, name + ".part"))
-                        os.replace(os.path.join(args.out, name + ".part"), os.path.join(args.out, name))
+                shutil.copy(os.path.join(compare.RESULTS, name), os.path.join(args.out, name + ".part"))
+                os.replace(os.path.join(args.out, name + ".part"), os.path.join(args.out, name))
         return row
 
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:

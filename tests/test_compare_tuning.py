@@ -29,18 +29,23 @@ def test_trials_are_distinct_grid_points_drawn_alike_every_time(compare):
                 assert value in compare.GRIDS["FLR"][key]
 
 
+def _row(model, seed, label, extra):
+    r"""A fake run's row whose valid score is its learning rate: the largest learning rate "wins"."""
+    return {
+        "model": model,
+        "seed": seed,
+        "variant": label,
+        "config": dict(extra),
+        "best_valid_score": extra["learning_rate"],
+    }
+
+
 def test_tuning_reuses_the_best_trial_and_runs_its_config_on_the_other_seeds(compare, monkeypatch):
     calls = []
 
     def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
         calls.append((seed, variant, dict(extra), label))
-        return {
-            "model": model,
-            "seed": seed,
-            "variant": label,
-            "config": dict(extra),
-            "best_valid_score": extra["learning_rate"],
-        }  # the largest learning rate "wins"
+        return _row(model, seed, label, extra)
 
     monkeypatch.setattr(compare, "run_one", fake_run_one)
     args = compare.parse_args(
@@ -80,13 +85,7 @@ def test_jobs_run_the_trials_side_by_side_and_keep_their_order(compare, monkeypa
     def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
         if label.startswith("trial"):
             barrier.wait()
-        return {
-            "model": model,
-            "seed": seed,
-            "variant": label,
-            "config": dict(extra),
-            "best_valid_score": extra["learning_rate"],
-        }
+        return _row(model, seed, label, extra)
 
     monkeypatch.setattr(compare, "run_one", fake_run_one)
     args = compare.parse_args(["--models", "SASRec", "--seeds", "1", "2", "--trials", "4", "--jobs", "4"])

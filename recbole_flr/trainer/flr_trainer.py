@@ -467,14 +467,18 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                 thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
                 self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
             )  # fmt: skip
-            if self.grpo_beta > 0 and self._sft_weights is not None:  # the SFT copy is the reference (in the stage)
-                ref_pass1 = pass1  # shared with the reference unless GRPO trains the backbone
+            # the SFT weights' thought on this pass 1, computed once: the statistics' baseline and the reference's
+            # thought (unless GRPO trains the backbone: then the reference reads its own pass 1)
+            sft_thought = None
+            if self._sft_weights is not None and (self._grpo_stats is not None or self.grpo_beta > 0):
+                sft_thought = self._with_sft_weights(model.reason, pass1).thought  # [B D]
+            if self.grpo_beta > 0 and sft_thought is not None:  # the SFT copy is the reference (in the stage)
+                thought_ref = sft_thought
                 if self.grpo_trainable == "all":
                     ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
-                thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
+                    thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
                 rollout = rollout._replace(logp_ref=grpo.sample_logprob(thought_ref, rollout.samples, rollout.sigma))
             if self._grpo_stats is not None:
-                sft_thought = self._with_sft_weights(model.reason, pass1).thought  # [B D]
                 rewards = rollout.rewards.view(-1, G)  # [B G]
                 self._add_stats(**grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought))
         return _Rollout(pass1, target, *rollout)
