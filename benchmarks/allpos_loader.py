@@ -24,17 +24,17 @@ sys.path.insert(0, ROOT)
 
 
 from recbole_flr.config import Config  # noqa: E402
-from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_keys  # noqa: E402
+from recbole_flr.model.all_positions import ROW_FIELD, compact_train_data  # noqa: E402
 from recbole_flr.quick_start import prepare  # noqa: E402
 
 
-def one_pass(loader, keys):
-    r"""(CPU s, wall s, batches, the kept windows' keys seen) of one pass over ``loader``."""
+def one_pass(loader, kept):
+    r"""(CPU s, wall s, batches, the kept windows' row indices seen) of one pass over ``loader``."""
     cpu, wall, batches, seen = time.thread_time(), time.perf_counter(), 0, []
     for batch in loader:
         batches += 1
-        key = row_keys(batch["user_id"], batch["item_id_list"], batch["item_length"], batch["item_id"])
-        seen.append(key[kept_rows(keys, key)])
+        rows = batch[ROW_FIELD]
+        seen.append(rows[kept[rows]])
     return time.thread_time() - cpu, time.perf_counter() - wall, batches, torch.sort(torch.cat(seen)).values
 
 
@@ -54,12 +54,12 @@ def main():
         config_file_list=[os.path.join(ROOT, "recbole_flr", "properties", "protocol.yaml")],
     )
     config, model, _, train_data, _, _ = prepare(config=config)  # SASRecAllPos
-    keys = model.training_window_keys
+    kept = model.training_windows
     compact = compact_train_data(train_data, model)
     rows = []
     for name, loader in (("every prefix row (RecBole's loader)", train_data), ("kept windows (compact)", compact)):
-        cpu, wall, batches, seen = one_pass(loader, keys)
-        assert torch.equal(seen, keys), f"{name}: the pass does not hold each kept window once"
+        cpu, wall, batches, seen = one_pass(loader, kept)
+        assert torch.equal(seen, kept.nonzero().squeeze(1)), f"{name}: the pass does not hold each kept window once"
         rows.append(
             {
                 "loader": name,

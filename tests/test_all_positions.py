@@ -7,9 +7,11 @@ from collections import Counter
 import pytest
 import torch
 from conftest import build_flr as build
+from conftest import tiny_settings
 
 from recbole_flr import run_recbole_flr
-from recbole_flr.model.all_positions import KeptWindowsLoader, compact_train_data, kept_rows, row_keys
+from recbole_flr.errors import UserInputError
+from recbole_flr.model.all_positions import ROW_FIELD, KeptWindowsLoader, compact_train_data
 
 
 @pytest.mark.parametrize("backbone", ["embedded", "pretrained"])
@@ -41,8 +43,8 @@ def test_kept_windows_cover_every_training_target_once(tiny_config_dict):
     model, train_data, _ = build(tiny_config_dict, train_all_positions=True, MAX_ITEM_LIST_LENGTH=4)
     feat = train_data._dataset.inter_feat
     users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
-    keys = row_keys(users, seq, length, target)
-    kept = torch.isin(keys, model.training_window_keys)
+    assert torch.equal(feat[ROW_FIELD], torch.arange(len(users)))  # every training row knows its own index
+    kept = model.training_windows
     assert 0 < kept.sum() < len(users)
     covered = Counter()
     _, next_items, _ = model.all_positions_forward(seq[kept], length[kept], target[kept])
@@ -59,8 +61,11 @@ def test_loss_trains_only_kept_windows_and_backpropagates(tiny_config_dict):
     sum(losses).backward()
     assert model.latent.query_weight.grad.abs().sum() > 0
     assert model.item_embedding.weight.grad.abs().sum() > 0
-    empty = {key: batch[key][:0] for key in ("user_id", "item_id_list", "item_length", "item_id")}
+    empty = {key: batch[key][:0] for key in ("user_id", "item_id_list", "item_length", "item_id", ROW_FIELD)}
     assert float(sum(model.calculate_loss(empty)).detach()) == 0.0
+    foreign = {key: batch[key] for key in ("user_id", "item_id_list", "item_length", "item_id")}  # not its loader's
+    with pytest.raises(UserInputError, match=ROW_FIELD):
+        model.calculate_loss(foreign)
 
 
 def test_invalid_value_is_rejected(tiny_config_dict):
@@ -74,25 +79,20 @@ def test_one_epoch_run_with_the_switch(tiny_config_dict):
     assert result["test_result"] and all(math.isfinite(v) for v in result["test_result"].values())
 
 
-def _keys_of(batch):
-    return row_keys(batch["user_id"], batch["item_id_list"], batch["item_length"], batch["item_id"])
-
-
 def test_compact_loader_yields_exactly_the_kept_windows(tiny_config_dict):
     model, train_data, _ = build(tiny_config_dict, train_all_positions=True, train_stages=["sft"],
                                  MAX_ITEM_LIST_LENGTH=4, train_batch_size=32)  # fmt: skip
     loader = compact_train_data(train_data, model)
     assert isinstance(loader, KeptWindowsLoader)
-    rows, kept = len(train_data._dataset), len(model.training_window_keys)
+    rows, kept = len(train_data._dataset), int(model.training_windows.sum())
     assert kept < rows and loader.windows_per_batch == max(1, round(32 * kept / rows))
     batches = list(loader)
     assert all(len(b) == loader.windows_per_batch for b in batches[:-1]) and len(batches) == len(loader)
-    seen = torch.cat([_keys_of(b) for b in batches])
-    assert torch.equal(torch.sort(seen).values, model.training_window_keys)  # each kept window once, nothing else
-    assert all(kept_rows(model.training_window_keys, _keys_of(b)).all() for b in batches)
+    seen = torch.sort(torch.cat([b[ROW_FIELD] for b in batches])).values
+    assert torch.equal(seen, model.training_windows.nonzero().squeeze(1))  # each kept window once, nothing else
     # the same windows as the full loader's kept rows: the same loss on them
     full = next(iter(train_data))
-    window = full[kept_rows(model.training_window_keys, _keys_of(full))]
+    window = full[model.training_windows[full[ROW_FIELD]]]
     model.eval()
     torch.testing.assert_close(model.calculate_loss(window)[0], model.calculate_loss(full)[0])
 
@@ -102,3 +102,36 @@ def test_compact_loader_only_for_all_positions(tiny_config_dict):
     assert isinstance(compact_train_data(train_data, model), KeptWindowsLoader)  # GRPO trains on the kept windows too
     model, train_data, _ = build(tiny_config_dict, train_all_positions=False, train_stages=["sft"])
     assert compact_train_data(train_data, model) is train_data  # per-prefix training: every row
+
+
+def test_repeated_items_still_train_each_target_once(tmp_path, monkeypatch):
+    r"""Users who repeat items: windows of the same user, length, target and first item, some kept and some not (a
+    3-item cycle under windows of 2). Each target is still trained on exactly once."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data" / "cycles"
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"{user}\t{1 + (user + position % 3) % 9}\t{position}" for user in range(1, 13) for position in range(11)]
+    (folder / "cycles.inter").write_text("\n".join(lines) + "\n")
+    config = dict(tiny_settings(str(tmp_path)), dataset="cycles", MAX_ITEM_LIST_LENGTH=2, train_all_positions=True,
+                  load_col={"inter": ["user_id", "item_id", "timestamp"]}, item_text_field=None)  # fmt: skip
+    from recbole_flr import prepare
+
+    _, model, _, train_data, _, _ = prepare("FLR", "cycles", config_dict=config)
+    feat = train_data._dataset.inter_feat
+    users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
+    alike = {}  # rows alike in user, length, target and first item: kept or not
+    for row, key in enumerate(zip(users.tolist(), length.tolist(), target.tolist(), seq[:, 0].tolist())):
+        alike.setdefault(key, set()).add(bool(model.training_windows[row]))
+    assert any(len(kept) == 2 for kept in alike.values())  # only the row's index tells them apart
+    trained, forward = [], model.all_positions_forward
+
+    def recording_forward(item_seq, item_seq_len, target):
+        out = forward(item_seq, item_seq_len, target)
+        trained.append(out[1])  # the next item of every trained position
+        return out
+
+    monkeypatch.setattr(model, "all_positions_forward", recording_forward)
+    for batch in train_data:  # RecBole's full loader: the loss reads only the kept rows of each batch
+        model.calculate_loss(batch)
+    assert Counter(torch.cat(trained).tolist()) == Counter(target.tolist())  # every training target exactly once

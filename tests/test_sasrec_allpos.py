@@ -10,7 +10,7 @@ import yaml
 
 from recbole_flr import Config, run_recbole_flr
 from recbole_flr.config import RECBOLE_PROPERTIES_DIR
-from recbole_flr.model.all_positions import compact_train_data, kept_rows, row_keys
+from recbole_flr.model.all_positions import ROW_FIELD, compact_train_data
 
 
 def build(config_dict, **overrides):
@@ -49,13 +49,19 @@ def test_loss_covers_every_training_target_once_and_backpropagates(tiny_config_d
     model, train_data = build(tiny_config_dict, MAX_ITEM_LIST_LENGTH=4)
     feat = train_data._dataset.inter_feat
     users, seq, length, target = feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"]
-    kept = kept_rows(model.training_window_keys, row_keys(users, seq, length, target))
+    kept = model.training_windows[feat[ROW_FIELD]]
     assert 0 < kept.sum() < len(users)
     _, following = model.all_positions_forward(seq[kept], length[kept], target[kept])
     owners = users[kept].repeat_interleave(length[kept])
     assert Counter(zip(owners.tolist(), following.tolist())) == Counter(zip(users.tolist(), target.tolist()))
 
-    batch = {"user_id": users, "item_id_list": seq, "item_length": length, "item_id": target}
+    batch = {
+        "user_id": users,
+        "item_id_list": seq,
+        "item_length": length,
+        "item_id": target,
+        ROW_FIELD: feat[ROW_FIELD],
+    }
     loss = model.calculate_loss(batch)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
@@ -78,9 +84,8 @@ def test_run_through_the_plugin(tiny_config_dict):
 def test_compact_loader_holds_the_kept_windows(tiny_config_dict):
     model, train_data = build(tiny_config_dict, MAX_ITEM_LIST_LENGTH=4)
     loader = compact_train_data(train_data, model)
-    feat = loader._dataset.inter_feat
-    keys = row_keys(feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"])
-    assert torch.equal(torch.sort(keys).values, model.training_window_keys)
-    rows, batch = len(train_data._dataset), tiny_config_dict["train_batch_size"]
-    assert loader.windows_per_batch == max(1, round(batch * len(keys) / rows)) < batch
+    rows = torch.sort(loader._dataset.inter_feat[ROW_FIELD]).values
+    assert torch.equal(rows, model.training_windows.nonzero().squeeze(1))  # the kept rows, each once
+    full, batch = len(train_data._dataset), tiny_config_dict["train_batch_size"]
+    assert loader.windows_per_batch == max(1, round(batch * len(rows) / full)) < batch
     assert abs(len(loader) - len(train_data)) <= max(1, len(train_data) // 10)  # about the same steps per epoch

@@ -22,13 +22,11 @@ from logging import getLogger
 import torch
 from recbole.data.dataloader import TrainDataLoader
 
+from recbole_flr.errors import UserInputError
 
-def row_keys(users, item_seq, item_seq_len, target):
-    r"""A 64-bit hash of (user, window length, target, first item) naming a training row, shape [B]."""
-    key = users.long()
-    for part in (item_seq_len, target, item_seq[:, 0]):
-        key = key * 1_000_003 + part.long()  # int64 wraps around: a collision only adds or drops one window
-    return key
+#: The column :func:`register_training_windows` adds to RecBole's training rows: each row's index in the split, so
+#: every batch of a loader over those rows (or over a subset of them) says exactly which rows it holds.
+ROW_FIELD = "train_row_index"
 
 
 def training_window_rows(dataset, max_seq_length):
@@ -48,23 +46,6 @@ def training_window_rows(dataset, max_seq_length):
     starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     rank_from_end = torch.repeat_interleave(counts, counts) - 1 - (torch.arange(len(users)) - starts)
     return order[rank_from_end % max_seq_length == 0]
-
-
-def training_window_keys(dataset, max_seq_length):
-    r"""Sorted keys (:func:`row_keys`) of the rows :func:`training_window_rows` keeps, int64, one per kept row."""
-    feat, kept = dataset.inter_feat, training_window_rows(dataset, max_seq_length)
-    users = feat[dataset.uid_field].long()
-    seq_field = dataset.iid_field + dataset.config["LIST_SUFFIX"]
-    len_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
-    keys = row_keys(users[kept], feat[seq_field][kept], feat[len_field][kept], feat[dataset.iid_field][kept])
-    return torch.sort(keys).values
-
-
-def kept_rows(table, keys):
-    r"""Which rows of a batch (their :func:`row_keys`) are kept windows of ``table``, bool [B]."""
-    if table.numel() == 0:
-        return torch.zeros_like(keys, dtype=torch.bool)
-    return table[torch.searchsorted(table, keys).clamp_max(table.numel() - 1)] == keys
 
 
 def next_items(item_seq, item_seq_len, target):
@@ -88,13 +69,17 @@ def real_positions(item_seq, item_seq_len, target):
 
 
 def register_training_windows(model, dataset):
-    r"""Give ``model`` the sorted keys of the training rows it trains on, as the buffer ``training_window_keys``
-    (what :func:`all_positions_loss` and :func:`compact_train_data` look for)."""
-    keys = training_window_keys(dataset, model.max_seq_length)
-    model.register_buffer("training_window_keys", keys, persistent=False)
+    r"""Mark the training rows ``model`` trains on: ``dataset`` (RecBole's training split, the one its train loader
+    reads) gets the column :data:`ROW_FIELD`, each row's index, and ``model`` the buffer ``training_windows`` (bool
+    [rows], True for the rows :func:`training_window_rows` keeps), which :func:`all_positions_loss` and
+    :func:`compact_train_data` read."""
+    feat = dataset.inter_feat
+    feat[ROW_FIELD] = torch.arange(len(feat))
+    kept = torch.zeros(len(feat), dtype=torch.bool)
+    kept[training_window_rows(dataset, model.max_seq_length)] = True
+    model.register_buffer("training_windows", kept, persistent=False)
     getLogger().info(
-        f"{type(model).__name__} trains all positions: {len(keys)} of {len(dataset.inter_feat)} training rows are "
-        "trained on."
+        f"{type(model).__name__} trains all positions: {int(kept.sum())} of {len(feat)} training rows are trained on."
     )
 
 
@@ -102,10 +87,10 @@ def all_positions_loss(model, interaction):
     r"""The cross-entropy at every real position of the batch's kept windows (the other rows are skipped).
 
     Args:
-        model (SequentialRecommender): with ``training_window_keys`` (:func:`register_training_windows`), ``loss_fct``
+        model (SequentialRecommender): with ``training_windows`` (:func:`register_training_windows`), ``loss_fct``
             and ``all_positions_forward(item_seq, item_seq_len, target)`` returning (logits [N, n_items], next items
             [N], and optionally one more output, e.g. FLR's latent output of those positions).
-        interaction (Interaction): a training batch.
+        interaction (Interaction): a training batch of the split the model was built with (it has :data:`ROW_FIELD`).
 
     Returns:
         tuple: the loss, and the forward's extra output (None without one). With no kept row in the batch, a zero
@@ -113,7 +98,13 @@ def all_positions_loss(model, interaction):
     """
     item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     target = interaction[model.POS_ITEM_ID]
-    keep = kept_rows(model.training_window_keys, row_keys(interaction[model.USER_ID], item_seq, item_seq_len, target))
+    if ROW_FIELD not in interaction:
+        raise UserInputError(
+            f"{type(model).__name__} trains all positions of the training rows it marked when it was built; this batch "
+            f"has no '{ROW_FIELD}' column. Build the train loader over the dataset the model was built with "
+            "(RecBole's train_data._dataset), or set train_all_positions: False (FLR)."
+        )
+    keep = model.training_windows[interaction[ROW_FIELD]]
     if not keep.any():
         return model.item_embedding.weight.sum() * 0.0, None
     logits, targets, *extra = model.all_positions_forward(item_seq[keep], item_seq_len[keep], target[keep])
@@ -144,14 +135,14 @@ def compact_train_data(train_data, model):
     Args:
         train_data (TrainDataLoader): RecBole's train loader (every prefix row).
         model (torch.nn.Module): the model; compacted only if it trains all positions (it has
-            ``training_window_keys``: SASRecAllPos, or FLR with ``train_all_positions``). FLR's GRPO stage then
+            ``training_windows``: SASRecAllPos, or FLR with ``train_all_positions``). FLR's GRPO stage then
             trains on the same rows: each kept window's full prefix (every user's longest training history and one
             every L targets before it), one GRPO sample group per row.
 
     Returns:
         TrainDataLoader: ``train_data`` itself, or a :class:`KeptWindowsLoader`.
     """
-    if getattr(model, "training_window_keys", None) is None:
+    if getattr(model, "training_windows", None) is None:
         return train_data
     config, dataset = train_data.config, train_data._dataset
     feat = dataset.inter_feat
