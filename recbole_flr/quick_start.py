@@ -24,7 +24,8 @@ from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import compact_train_data
-from recbole_flr.utils import ensure_dataset, get_model, get_trainer, load_dataset
+from recbole_flr.trainer import get_trainer
+from recbole_flr.utils import ensure_dataset, get_model, load_dataset
 
 
 def run(

@@ -20,7 +20,7 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 
 from recbole_flr.errors import UserInputError
-from recbole_flr.utils import get_trainer
+from recbole_flr.trainer import get_trainer
 
 CORRUPTIONS = ("replace", "drop")
 

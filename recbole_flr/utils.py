@@ -1,8 +1,8 @@
 """
 recbole_flr.utils
 #################
-Plugin lookups (models and trainers in ``recbole_flr`` first, then RecBole's) and the fixes that RecBole 1.2.1
-needs on today's stack (numpy 2, torch >= 2.6, offline machines).
+The model lookup (models in ``recbole_flr`` first, then RecBole's; trainers: :func:`recbole_flr.trainer.get_trainer`)
+and the fixes that RecBole 1.2.1 needs on today's stack (numpy 2, torch >= 2.6, offline machines).
 """
 
 import importlib
@@ -10,14 +10,12 @@ import os
 import shutil
 import warnings
 import zipfile
-from functools import lru_cache
 from logging import getLogger
 
 import numpy as np
 import recbole
 import yaml
 from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_flr.errors import DatasetNotFoundError, UserInputError  # noqa: F401  (DatasetNotFoundError: re-exported)
 
@@ -95,35 +93,6 @@ def get_model(model_name):
             "(see https://recbole.io/model_list.html for the names, e.g. SASRec, BERT4Rec, GRU4Rec)"
             + (f"; RecBole's lookup also said: {error}" if isinstance(error, ModuleNotFoundError) else ".")
         ) from None
-
-
-def get_trainer(model_type, model_name):
-    r"""Find a trainer class: ``recbole_flr.trainer.<model_name>Trainer`` first, else RecBole's trainer for the
-    model, given weights-only-loadable, atomic checkpoints
-    (:class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin`).
-
-    Args:
-        model_type (ModelType): the model's type.
-        model_name (str): model name.
-
-    Returns:
-        type: the trainer class.
-    """
-    plugin_trainers = importlib.import_module("recbole_flr.trainer")
-    if hasattr(plugin_trainers, model_name + "Trainer"):
-        return getattr(plugin_trainers, model_name + "Trainer")
-    return _with_safe_checkpoints(recbole_get_trainer(model_type, model_name))
-
-
-@lru_cache(maxsize=None)
-def _with_safe_checkpoints(trainer_class):
-    from recbole.trainer import Trainer
-
-    SafeCheckpointMixin = importlib.import_module("recbole_flr.trainer").SafeCheckpointMixin
-
-    if not issubclass(trainer_class, Trainer):
-        return trainer_class  # e.g. DecisionTreeTrainer: its own checkpoint format, left as RecBole wrote it
-    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {"__module__": __name__})
 
 
 def _atomic_files_hint(dataset, folder):

@@ -13,8 +13,8 @@ import yaml
 from recbole_flr import Config, load_data_and_model, prepare, run_recbole_flr
 from recbole_flr.checkpoint import load_checkpoint
 from recbole_flr.errors import CheckpointError
-from recbole_flr.trainer import SafeCheckpointMixin
-from recbole_flr.utils import DatasetNotFoundError, get_model, get_trainer
+from recbole_flr.trainer import SafeCheckpointMixin, get_trainer
+from recbole_flr.utils import DatasetNotFoundError, get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLR_YAML = os.path.join(REPO, "recbole_flr", "properties", "model", "FLR.yaml")
@@ -98,7 +98,8 @@ def test_trainer_lookup_prefers_plugin_then_wraps_recbole():
 
 
 # The package's floors, bottom first: a module imports only from its own floor or below (no import loop, no upward
-# arrow). recbole_flr.utils finds models and trainers by name with importlib, as RecBole's own lookups do.
+# arrow). recbole_flr.utils finds models by name with importlib, as RecBole's own lookup does; recbole_flr.trainer
+# finds trainers.
 FLOORS = [
     ("errors", "checkpoint"),
     ("utils",),
@@ -243,7 +244,7 @@ def test_recbole_turns_on_anomaly_detection_and_the_plugin_turns_it_off():
 def test_plugin_paths_never_import_ray(tiny_config_dict):
     code = (
         "import sys, recbole_flr, recbole_flr.quick_start, recbole_flr.trainer, recbole_flr.model\n"
-        "from recbole_flr.utils import get_trainer\n"
+        "from recbole_flr.trainer import get_trainer\n"
         "from recbole.utils import ModelType\n"
         "get_trainer(ModelType.SEQUENTIAL, 'SASRec')\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"

@@ -13,7 +13,7 @@ from recbole_flr.robustness import (
     evaluate_corrupted,
     replace_items,
 )
-from recbole_flr.utils import get_trainer
+from recbole_flr.trainer import get_trainer
 
 N_ITEMS = 50
 
