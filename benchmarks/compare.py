@@ -19,8 +19,9 @@ that begins after the budget is spent runs one batch and is validated (the SFT c
 Tuning (``--trials N``): the same random search for every model, FLR included: N configurations drawn with a fixed
 seed from the model's declared grid (:data:`GRIDS`), each trained once (first seed, same budget), the best on valid
 NDCG@10 run on every other seed; the variant ``tuned`` holds the best trial's run and those. RecBole's defaults are
-the variant ``default`` (``--skip_defaults`` leaves them out). FLR tunes its first ``--variants`` entry
-(``allpos-trial0``, ..., ``allpos-tuned``).
+the variant ``default`` (``--skip_defaults`` leaves them out, reusing the JSON's) and a candidate of the tuning: when
+their first-seed run validates at least as well as the best trial, ``tuned`` is the defaults. FLR tunes its first
+``--variants`` entry (``allpos-trial0``, ..., ``allpos-tuned``).
 
 Side by side (``--jobs N``, for a machine with cores and a GPU to spare): the seeds of a variant, the trials, then
 the tuned seeds run N at a time; each row records the load average, and the runs of one phase share the machine
@@ -497,11 +498,17 @@ def draw_trials(model, n, seed=0):
     return out
 
 
-def tune(args, model, dataset, variant, add):
+def tune(args, model, dataset, variant, add, earlier=()):
     r"""``--trials``: each drawn configuration trained once on the first seed, then the best (valid NDCG@10) on
-    every seed as ``tuned``. Its first-seed run is the trial itself, recorded again under the new label (same
-    seed, config and budget) rather than retrained. FLR's trials are of its first ``--variants`` entry."""
+    every seed as ``tuned``. The defaults are a candidate too: when their first-seed run (from this call, or among
+    ``earlier`` rows: the JSON's, with ``--skip_defaults``) scores at least the best trial's on valid, ``tuned`` is
+    the defaults, so tuning never selects a configuration that validates worse than the untuned one. A first-seed
+    (or default) run is recorded again under the new label (same seed, config and budget) rather than retrained.
+    FLR's trials are of its first ``--variants`` entry."""
     prefix = "" if variant == "default" else variant + "-"
+    label = variant + args.label_suffix
+    defaults = {r["seed"]: r for r in earlier if r.get("model") == model and r.get("variant") == label
+                and not r.get("config") and "error" not in r and r.get("time_budget") == args.time_budget}  # fmt: skip
     trials = in_parallel(args, [
         functools.partial(run_one, args, model, dataset, args.seeds[0], variant, trial,
                           label=f"{prefix}trial{i}{args.label_suffix}")
@@ -515,17 +522,24 @@ def tune(args, model, dataset, variant, add):
         f"[compare] {model}: best trial {best['variant']} (valid {best['best_valid_score']:.4f}): {best['config']}",
         flush=True,
     )
-    add({**best, "variant": f"{prefix}tuned{args.label_suffix}", "reused_from": best["variant"]})
+    tuned = f"{prefix}tuned{args.label_suffix}"
+    first = defaults.get(args.seeds[0])
+    if first is not None and first["best_valid_score"] >= best["best_valid_score"]:
+        print(f"[compare] {model}: the defaults validate at least as well ({first['best_valid_score']:.4f}): "
+              f"tuned = {label}", flush=True)  # fmt: skip
+        for seed in args.seeds:
+            if seed in defaults:
+                add({**defaults[seed], "variant": tuned, "reused_from": label})
+        in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, {}, label=tuned)
+                           for seed in args.seeds if seed not in defaults], add)  # fmt: skip
+        return
+    add({**best, "variant": tuned, "reused_from": best["variant"]})
     in_parallel(
         args,
-        [
-            functools.partial(
-                run_one, args, model, dataset, seed, variant, best["config"], label=f"{prefix}tuned{args.label_suffix}"
-            )
-            for seed in args.seeds[1:]
-        ],
+        [functools.partial(run_one, args, model, dataset, seed, variant, best["config"], label=tuned)
+         for seed in args.seeds[1:]],
         add,
-    )
+    )  # fmt: skip
 
 
 def in_parallel(args, runs, add):
@@ -889,11 +903,14 @@ def main(argv=None):
             continue
         fresh = [not args.append]  # the first row of a run without --append starts the JSON anew
         lock = threading.Lock()  # --jobs: rows come from several threads
+        # the rows tuning may reuse: the JSON's (its default runs, with --skip_defaults) and this call's
+        rows = json.load(open(path))["runs"] if os.path.exists(path) else []
 
-        def add(row, name=name, lock=lock, meta=meta, fresh=fresh):
+        def add(row, name=name, lock=lock, meta=meta, fresh=fresh, rows=rows):
             with lock:
                 record(name, row, meta, fresh[0])
                 fresh[0] = False
+                rows.append(row)
             return row
 
         for model in args.models:
@@ -911,7 +928,7 @@ def main(argv=None):
                         add,
                     )
             if args.trials:
-                tune(args, model, dataset, variants[0], add)
+                tune(args, model, dataset, variants[0], add, rows)
     return 0
 
 

@@ -64,6 +64,34 @@ def test_tuning_reuses_the_best_trial_and_runs_its_config_on_the_other_seeds(com
     assert tuned[0]["reused_from"] == f"allpos-trial{trials.index(best)}"
 
 
+@pytest.mark.parametrize("default_valid", [1.0, 0.0001])
+def test_the_defaults_are_a_candidate_of_the_tuning(compare, monkeypatch, default_valid):
+    r"""With --skip_defaults, the defaults' earlier runs (in the JSON) compete: if their first seed validates at least
+    as well as the best trial, ``tuned`` is the defaults (reused, the missing seed run with no extra config)."""
+    calls = []
+
+    def fake_run_one(args, model, dataset, seed, variant="default", extra=None, label=None):
+        calls.append((seed, dict(extra), label))
+        return _row(model, seed, label, extra or {"learning_rate": 0.0})
+
+    monkeypatch.setattr(compare, "run_one", fake_run_one)
+    args = compare.parse_args(["--models", "SASRec", "--seeds", "1", "2", "3", "--trials", "2", "--skip_defaults"])
+    earlier = [dict(_row("SASRec", seed, "default", {"learning_rate": default_valid}), config={}, time_budget=0)
+               for seed in (1, 2)]  # fmt: skip
+    earlier.append(dict(earlier[0], model="BERT4Rec", best_valid_score=9.0))  # another model's: never a candidate
+    rows = []
+    compare.tune(args, "SASRec", "ml-100k", "default", rows.append, earlier)
+    tuned = [r for r in rows if r["variant"] == "tuned"]
+    assert [r["seed"] for r in tuned] == [1, 2, 3]
+    if default_valid == 1.0:  # the defaults beat every trial (learning rates <= 0.005)
+        assert [r.get("reused_from") for r in tuned] == ["default", "default", None]
+        assert calls[2:] == [(3, {}, "tuned")]  # only the seed without a default run is trained
+        assert tuned[0]["best_valid_score"] == 1.0
+    else:
+        best = max(compare.draw_trials("SASRec", 2), key=lambda t: t["learning_rate"])
+        assert all(r["config"] == best for r in tuned) and tuned[0]["reused_from"].startswith("trial")
+
+
 def test_a_baseline_tunes_its_default_variant(compare, monkeypatch):
     calls = []
     monkeypatch.setattr(
