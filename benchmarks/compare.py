@@ -527,19 +527,14 @@ def tune(args, model, dataset, variant, add, earlier=()):
     if first is not None and first["best_valid_score"] >= best["best_valid_score"]:
         print(f"[compare] {model}: the defaults validate at least as well ({first['best_valid_score']:.4f}): "
               f"tuned = {label}", flush=True)  # fmt: skip
-        for seed in args.seeds:
-            if seed in defaults:
-                add({**defaults[seed], "variant": tuned, "reused_from": label})
-        in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, {}, label=tuned)
-                           for seed in args.seeds if seed not in defaults], add)  # fmt: skip
-        return
-    add({**best, "variant": tuned, "reused_from": best["variant"]})
-    in_parallel(
-        args,
-        [functools.partial(run_one, args, model, dataset, seed, variant, best["config"], label=tuned)
-         for seed in args.seeds[1:]],
-        add,
-    )  # fmt: skip
+        config, reused = {}, defaults
+    else:
+        config, reused = best["config"], {args.seeds[0]: best}
+    for seed in args.seeds:
+        if seed in reused:
+            add({**reused[seed], "variant": tuned, "reused_from": reused[seed]["variant"]})
+    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, config, label=tuned)
+                       for seed in args.seeds if seed not in reused], add)  # fmt: skip
 
 
 def in_parallel(args, runs, add):
