@@ -52,6 +52,7 @@ def main():
     parser.add_argument("--grpo_epochs", type=int, default=3)
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3], help="e.g. 1,2,3")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results_tag", default="", help="suffix of the results file, e.g. -gate-2020")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (YAML values), e.g. grpo_reward=ndcg")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,7 +134,7 @@ def main():
         "threads": torch.get_num_threads(),
     }
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    out = os.path.join(HERE, "results", f"grpo_quality-{args.dataset}.json")
+    out = os.path.join(HERE, "results", f"grpo_quality-{args.dataset}{args.results_tag}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
     g_valid, g_test = result["grpo_valid_ndcg@10"], result["grpo_test_ndcg@10"]

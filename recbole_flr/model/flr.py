@@ -141,8 +141,7 @@ class FLR(SequentialRecommender):
             module.bias.data.zero_()
 
     def forward(self, item_seq, item_seq_len):
-        r"""The user vector u of each history, shape [B, D] (``factor_aggregation: sum``; a mixture has K of them,
-        see :meth:`scores`)."""
+        r"""The user vector u of each history, shape [B, D] (a mixture has K of them: see :meth:`scores`)."""
         if self.mixture:
             raise ValueError("factor_aggregation: mixture has one user vector per factor: use FLR.scores.")
         pass1 = self.encode(item_seq, item_seq_len)
@@ -189,12 +188,13 @@ class FLR(SequentialRecommender):
         thought_position = attention_mask.size(1) - mask.size(1) + item_seq_len  # P + item_seq_len
         return Pass1(hidden, mask, cache, emb.norm(dim=-1) * mask, last, attention_mask, thought_position)
 
-    def reason(self, pass1):
-        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput`. With
-        ``thought_source: constant`` the thought is a learned vector scaled like a real thought and the factor fields
-        are None; with ``none`` the thought is None too (``user_vector: last_state`` needs none)."""
+    def reason(self, pass1, per_factor=False):
+        r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput` (each factor's own
+        thought too if ``per_factor`` or a mixture). With ``thought_source: constant`` the thought is a learned vector
+        scaled like a real thought and the factor fields are None; with ``none`` the thought is None too."""
         if self.thought_source == "latent":
-            return self.latent(pass1.hidden, pass1.mask, pass1.last, pass1.input_norm, self.mixture, self._raw_state)
+            hidden, mask, per_factor = pass1.hidden, pass1.mask, per_factor or self.mixture
+            return self.latent(hidden, mask, pass1.last, pass1.input_norm, per_factor, self._raw_state)
         thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
         return LatentOutput(thought, None, None, None, None, pass1.mask)
 

@@ -97,6 +97,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
+        if config["grpo_surrogate"] == "gate" and "grpo" in self.train_stages:
+            if config["n_factors"] < 2 or config["thought_source"] != "latent":
+                raise UserInputError(
+                    f"grpo_surrogate: gate chooses among the latent module's factors: it needs thought_source: latent "
+                    f"(got {config['thought_source']!r}) and n_factors >= 2 (got {config['n_factors']})."
+                )
         if config["grpo_surrogate"] == "target_logprob":
             raise UserInputError(
                 "grpo_surrogate: target_logprob was removed: with group-centred advantages its gradient pointed "
@@ -309,8 +315,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if self.grpo_trainable == "all":
             return trainable
         latent = {n for n in trainable if n.startswith("latent.")}
-        if self.grpo_trainable == "latent":
-            return latent
+        if self.grpo_trainable in ("latent", "gate"):
+            return {n for n in latent if n.startswith("latent.gate.")} if self.grpo_trainable == "gate" else latent
         excluded = ("backbone",) + self.ITEM_SIDE_MODULES
         return {n for n in trainable if n.split(".", 1)[0] not in excluded}
 
@@ -435,12 +441,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             with torch.no_grad():
                 pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         latent = model.reason(pass1)
-        surrogate, kl, clip_fraction = grpo.policy_loss(
-            latent.thought, rollout, self.grpo_epsilon, self.grpo_epsilon_high
-        )
+        logp = self._policy_logprob(latent, rollout)
+        surrogate, kl, clip_fraction = grpo.policy_loss(logp, rollout, self.grpo_epsilon, self.grpo_epsilon_high)
         l_orth, l_div, l_sparse = model.regularisers(latent)
         if self._grpo_stats is not None:
-            n = rollout.samples.size(0)
+            n = rollout.rewards.numel()
             self._add_stats(updates=n, clip=clip_fraction.item() * n, kl=kl.item() * n)
         return (
             surrogate,
@@ -460,28 +465,45 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         model, G = self.model, self.grpo_num_generations
         item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         target = interaction[model.POS_ITEM_ID]
+        gate = self.grpo_surrogate == "gate"
         with torch.no_grad():
             pass1 = model.encode(item_seq, item_seq_len)
-            thought = model.reason(pass1).thought  # [B D]
-            rollout = grpo.draw_rollout(
-                thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
-                self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
-            )  # fmt: skip
-            # the SFT weights' thought on this pass 1, computed once: the statistics' baseline and the reference's
-            # thought (unless GRPO trains the backbone: then the reference reads its own pass 1)
-            sft_thought = None
+            latent = model.reason(pass1, per_factor=gate)
+            thought = latent.thought  # [B D]
+            if gate:  # the group: each factor's own thought [B*K D]
+                G = latent.gates.size(1)
+                thoughts = latent.factor_thoughts.reshape(-1, thought.size(-1))
+                score = lambda: model.item_scores(model.decode(pass1, thoughts))  # noqa: E731
+                rollout = grpo.draw_gate_rollout(latent.gates, score, target, self._reward_fn, self.grpo_scale_rewards)
+            else:
+                rollout = grpo.draw_rollout(
+                    thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
+                    self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
+                )  # fmt: skip
+            # the SFT weights' reasoning on this pass 1, computed once: the statistics' baseline and the reference's
+            # policy (unless GRPO trains the backbone: then the reference reads its own pass 1)
+            sft_latent = None
             if self._sft_weights is not None and (self._grpo_stats is not None or self.grpo_beta > 0):
-                sft_thought = self._with_sft_weights(model.reason, pass1).thought  # [B D]
-            if self.grpo_beta > 0 and sft_thought is not None:  # the SFT copy is the reference (in the stage)
-                thought_ref = sft_thought
+                sft_latent = self._with_sft_weights(model.reason, pass1)
+            if self.grpo_beta > 0 and sft_latent is not None:  # the SFT copy is the reference (in the stage)
+                ref = sft_latent
                 if self.grpo_trainable == "all":
                     ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
-                    thought_ref = self._with_sft_weights(model.reason, ref_pass1).thought  # [B D]
-                rollout = rollout._replace(logp_ref=grpo.sample_logprob(thought_ref, rollout.samples, rollout.sigma))
+                    ref = self._with_sft_weights(model.reason, ref_pass1)
+                rollout = rollout._replace(logp_ref=self._policy_logprob(ref, rollout))
+            sft_thought = None if sft_latent is None else sft_latent.thought
             if self._grpo_stats is not None:
                 rewards = rollout.rewards.view(-1, G)  # [B G]
-                self._add_stats(**grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought))
+                sums = grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought, rollout.weights)
+                self._add_stats(**sums)
         return _Rollout(pass1, target, *rollout)
+
+    def _policy_logprob(self, latent, rollout):
+        r"""The log-likelihood of the rollout's actions [N] under the policy of ``latent`` (a
+        :class:`~recbole_flr.model.latent_reasoning.LatentOutput`): its gates' or its thought's Gaussian."""
+        if self.grpo_surrogate == "gate":
+            return grpo.gate_logprob(latent.gates)
+        return grpo.sample_logprob(latent.thought, rollout.samples, rollout.sigma)
 
     def _with_sft_weights(self, fn, *args):
         r"""``fn(*args)``, a method of the model, with the SFT copy of the parameters GRPO trains swapped in."""

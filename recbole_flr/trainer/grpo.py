@@ -71,7 +71,7 @@ def groups_with_signal(rewards):
     return (rewards.amax(dim=1) > rewards.amin(dim=1)).float().mean()
 
 
-def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28):
+def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28, weights=None):
     r"""PPO clipped surrogate loss [PPO eq. 7] with a decoupled clip range [DAPO eq. 10], as trl's GRPO loss:
 
     .. math::
@@ -94,20 +94,27 @@ def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28
         advantages (torch.Tensor): advantages, shape [N] (or [B, G], flattened in the same order).
         eps_low (float): lower clip width, ``grpo_epsilon``.
         eps_high (float): upper clip width, ``grpo_epsilon_high``.
+        weights (torch.Tensor, optional): each sample's weight in the mean, shape [N] (the gate policy's
+            :math:`\pi_{old}(a)` when its group holds every action once: :func:`draw_gate_rollout`); None: equal.
 
     Returns:
-        tuple(torch.Tensor, torch.Tensor): the loss (scalar) and the fraction of clipped samples (scalar, no grad).
+        tuple(torch.Tensor, torch.Tensor): the loss (scalar) and the (weighted) fraction of clipped samples (scalar,
+        no grad).
     """
     advantages = advantages.reshape(-1)
     ratio = torch.exp(logp_new - logp_old.detach())  # [N]
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -torch.min(unclipped, clipped).mean()
+    loss = -_mean(torch.min(unclipped, clipped), weights)
     with torch.no_grad():
         is_low = (ratio < 1.0 - eps_low) & (advantages < 0)
         is_high = (ratio > 1.0 + eps_high) & (advantages > 0)
-        clip_fraction = (is_low | is_high).float().mean()
+        clip_fraction = _mean((is_low | is_high).to(ratio.dtype), weights)
     return loss, clip_fraction
+
+
+def _mean(values, weights=None):
+    return values.mean() if weights is None else (weights * values).sum() / weights.sum()
 
 
 def kl_k3(logp_policy, logp_ref):
@@ -246,7 +253,23 @@ def reward_ndcg_at_k(logits, target, k=10):
     return torch.where(rank <= k, gain, torch.zeros_like(gain))
 
 
+def reward_random(logits, target):
+    r"""Control reward: uniform noise in [0, 1) from torch's global generator, independent of the scores and the target.
+    GRPO with it trains on advantages that carry no information, so whatever it gains on valid over its SFT checkpoint
+    is what picking the best of several perturbed models gives, not what a reward teaches.
+
+    Args:
+        logits (torch.Tensor): item scores, shape [N, I] (only the shape and device are read).
+        target (torch.Tensor): target item ids, shape [N] (not read).
+
+    Returns:
+        torch.Tensor: rewards, shape [N], no grad.
+    """
+    return torch.rand(logits.size(0), device=logits.device, dtype=logits.dtype)
+
+
 REWARDS = {
+    "random": reward_random,
     "logprob": reward_logprob,
     "reciprocal_rank": reward_reciprocal_rank,
     "ndcg": reward_ndcg_at_k,
@@ -290,8 +313,9 @@ def sample_latents(thought, num_generations, noise_std_rel, generator=None, nois
 
 #: One rollout of a batch, drawn once under ``no_grad`` and reused by each policy update on it: the sampled thoughts
 #: (actions) [N D], sigma [N], rewards [N], advantages [N], the actions' log-likelihood under the policy that drew them
-#: ``logp_old`` [N] and under the reference ``logp_ref`` ([N], or None without one).
-Rollout = namedtuple("Rollout", "samples sigma rewards advantages logp_old logp_ref")
+#: ``logp_old`` [N] and under the reference ``logp_ref`` ([N], or None without one), and ``weights`` [N], each
+#: action's weight in the loss's mean (None: equal; the gate policy: pi_old(a), its group being every action once).
+Rollout = namedtuple("Rollout", "samples sigma rewards advantages logp_old logp_ref weights", defaults=(None,))
 
 
 def sample_logprob(thought, samples, sigma):
@@ -333,13 +357,50 @@ def draw_rollout(thought, score, target, num_generations, noise_std_rel, reward,
     return Rollout(samples, sigma, rewards, advantages, gaussian_logprob(noise, sigma), None)
 
 
-def policy_loss(thought, rollout, eps_low=0.2, eps_high=0.28):
-    r"""The loss terms of one policy update on a stored rollout: the clipped surrogate (:func:`clipped_surrogate`) of
-    the rollout's samples under the current policy mean ``thought`` and, when the rollout has ``logp_ref``, the mean
-    k3 KL to the reference (:func:`kl_k3`; zero without one).
+def gate_logprob(gates):
+    r"""Log-likelihood of each factor choice under the gate policy :math:`a \sim \mathrm{Categorical}(\beta_b)`, in
+    :func:`draw_gate_rollout`'s order (row ``b * K + k`` is factor k of history b).
 
     Args:
-        thought (torch.Tensor): the current policy's means, shape [B, D], with grad.
+        gates (torch.Tensor): the last refinement step's gate weights :math:`\beta`, shape [B, K] (with grad or not).
+
+    Returns:
+        torch.Tensor: :math:`\log\beta_{b,k}`, shape [B*K].
+    """
+    return gates.clamp_min(1e-12).log().reshape(-1)
+
+
+def draw_gate_rollout(gates, score, target, reward, scale_rewards=True):
+    r"""One rollout of the gate policy (``grpo_surrogate: gate``): the action is the factor whose update alone makes
+    the thought, :math:`a \sim \mathrm{Categorical}(\beta_b)`, so the policy gradient trains the gate that mixes the
+    factors (the Gaussian policy's gradient moves the thought, and reaches the gate only through it). A history's
+    group is its K factor choices, every one once, each weighted by :math:`\beta_{old}(a)` in the loss: the exact
+    expectation over the actions, with no sampling noise (K <= 8).
+
+    Args:
+        gates (torch.Tensor): :math:`\beta`, shape [B, K], K >= 2.
+        score (callable): () -> scores of all items of each factor's thought, [B*K, I] in :func:`gate_logprob`'s order.
+        target (torch.Tensor): the target item of each history, shape [B].
+        reward (callable): one of :data:`REWARDS`.
+        scale_rewards (bool): divide the centred rewards by the group's std (:func:`group_advantages`).
+
+    Returns:
+        Rollout: ``samples`` and ``sigma`` None, ``weights`` :math:`\beta_{old}` [B*K], ``logp_ref`` None.
+    """
+    batch, n_factors = gates.shape
+    rewards = reward(score(), target.repeat_interleave(n_factors))  # [B*K]
+    advantages = group_advantages(rewards.view(batch, n_factors), scale=scale_rewards).view(-1)  # [B*K]
+    return Rollout(None, None, rewards, advantages, gate_logprob(gates), None, gates.reshape(-1))
+
+
+def policy_loss(logp, rollout, eps_low=0.2, eps_high=0.28):
+    r"""The loss terms of one policy update on a stored rollout: the clipped surrogate (:func:`clipped_surrogate`) of
+    the rollout's actions under the current policy and, when the rollout has ``logp_ref``, the mean k3 KL to the
+    reference (:func:`kl_k3`; zero without one), both weighted by the rollout's ``weights`` when it has them.
+
+    Args:
+        logp (torch.Tensor): the rollout's actions' log-likelihood under the current policy, with grad, shape [N]
+            (:func:`sample_logprob` of the current thought, or :func:`gate_logprob` of the current gates).
         rollout (Rollout): the batch's rollout.
         eps_low (float): lower clip width.
         eps_high (float): upper clip width.
@@ -347,11 +408,11 @@ def policy_loss(thought, rollout, eps_low=0.2, eps_high=0.28):
     Returns:
         tuple(torch.Tensor, torch.Tensor, torch.Tensor): surrogate loss, mean KL, clip fraction (scalars).
     """
-    logp = sample_logprob(thought, rollout.samples, rollout.sigma)  # [B*G]
-    surrogate, clip_fraction = clipped_surrogate(logp, rollout.logp_old, rollout.advantages, eps_low, eps_high)
+    weights = rollout.weights
+    surrogate, clip_fraction = clipped_surrogate(logp, rollout.logp_old, rollout.advantages, eps_low, eps_high, weights)
     if rollout.logp_ref is None:
-        return surrogate, torch.zeros((), device=thought.device), clip_fraction
-    return surrogate, kl_k3(logp, rollout.logp_ref).mean(), clip_fraction
+        return surrogate, torch.zeros((), device=logp.device), clip_fraction
+    return surrogate, _mean(kl_k3(logp, rollout.logp_ref), weights), clip_fraction
 
 
 #: The running sums of an epoch's rollouts (:func:`rollout_sums`) and policy updates (``updates``: samples, ``clip``
@@ -359,7 +420,7 @@ def policy_loss(thought, rollout, eps_low=0.2, eps_high=0.28):
 STAT_SUMS = ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift")
 
 
-def rollout_sums(rewards, advantages, thought, sft_thought):
+def rollout_sums(rewards, advantages, thought, sft_thought, weights=None):
     r"""What one rollout adds to the epoch's :data:`STAT_SUMS` (Python floats).
 
     Args:
@@ -367,16 +428,19 @@ def rollout_sums(rewards, advantages, thought, sft_thought):
         advantages (torch.Tensor): advantages, shape [B*G].
         thought (torch.Tensor): the noise-free thoughts r the samples were drawn around, shape [B, D].
         sft_thought (torch.Tensor): the thoughts the SFT weights give for the same histories, shape [B, D].
+        weights (torch.Tensor, optional): the rollout's ``weights`` [B*G] (the gate policy's): the reward sums are
+            then weighted, so ``reward_mean`` is the policy's expected reward and not the mean over the K choices.
 
     Returns:
         dict: sums over the B*G samples (``n``, ``r``, ``r2``, ``a2``) and over the B histories (``groups``,
         ``signal``, ``rows``, ``norm``, ``shift``).
     """
-    batch = rewards.size(0)
+    batch, group = rewards.shape
+    weights = torch.ones_like(rewards) if weights is None else weights.view_as(rewards) * group  # mean 1 per group
     return {
         "n": rewards.numel(),
-        "r": rewards.sum().item(),
-        "r2": rewards.pow(2).sum().item(),
+        "r": (weights * rewards).sum().item(),
+        "r2": (weights * rewards.pow(2)).sum().item(),
         "a2": advantages.pow(2).sum().item(),
         "groups": batch,
         "signal": groups_with_signal(rewards).item() * batch,
