@@ -6,6 +6,9 @@ existing FLR checkpoint with ``--sft_checkpoint``), then for each seed of ``--se
 SFT weights when GRPO never beats them on validation. Reports SFT and GRPO valid/test NDCG@10 (GRPO: mean and
 spread over seeds) and writes benchmarks/results/grpo_quality-<dataset>.json.
 
+GRPO trains on the rows ``run_recbole_flr`` trains on (with ``train_all_positions``, each kept window's full prefix;
+before 2026-11-30 this script gave GRPO every training prefix row, which ``--every_prefix`` still does).
+
 The seeds vary GRPO only (noise and batch order); the SFT checkpoint is shared. Example:
 
     .venv/bin/python benchmarks/grpo_quality.py --dataset ml-100k --sft_epochs 10 --grpo_epochs 3 --seeds 1,2,3 \
@@ -29,6 +32,7 @@ from recbole.utils import init_logger  # noqa: E402
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
 from recbole_flr.config import Config  # noqa: E402
+from recbole_flr.model.all_positions import compact_train_data  # noqa: E402
 from recbole_flr.quick_start import prepare  # noqa: E402
 from recbole_flr.trainer import FLRTrainer  # noqa: E402
 
@@ -36,10 +40,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC = "ndcg@10"
 
 
-def build(config_dict):
+def build(config_dict, every_prefix=False):
     config = Config(model="FLR", dataset=config_dict["dataset"], config_dict=config_dict)
     init_logger(config)
     config, model, _, train_data, valid_data, test_data = prepare(config=config)
+    if not every_prefix:  # the rows run_recbole_flr trains on (all positions: each kept window's full prefix)
+        train_data = compact_train_data(train_data, model)
     return config, model, train_data, valid_data, test_data
 
 
@@ -53,6 +59,12 @@ def main():
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3], help="e.g. 1,2,3")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results_tag", default="", help="suffix of the results file, e.g. -gate-2020")
+    parser.add_argument(
+        "--every_prefix",
+        action="store_true",
+        help="GRPO on every training prefix row, not only on the rows run_recbole_flr trains on (with "
+        "train_all_positions: each kept window's full prefix)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (YAML values), e.g. grpo_reward=ndcg")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,7 +96,7 @@ def main():
     runs = []
     for seed in args.seeds:
         config_dict = {**sft_plain, **base, "train_stages": ["grpo"], "grpo_epochs": args.grpo_epochs, "seed": seed}
-        config, model, train_data, valid_data, test_data = build(config_dict)
+        config, model, train_data, valid_data, test_data = build(config_dict, args.every_prefix)
         load_model_state(model, load_checkpoint(sft_file, map_location=config["device"]), sft_file)
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)
@@ -130,6 +142,8 @@ def main():
         "grpo_improved_valid": [run["grpo_improved_valid"] for run in runs],
         "runs": runs,
         "overrides": overrides,
+        "every_prefix": args.every_prefix,
+        "grpo_rows_per_epoch": len(train_data._dataset),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "threads": torch.get_num_threads(),
     }
