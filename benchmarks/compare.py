@@ -35,10 +35,10 @@ prefix sample), notext (``item_text_field: ~``: no title features, item ids only
 controls and head designs (SFT only; FLR.yaml's ``thought_source``, ``user_vector``, ``factor_aggregation``):
 backbone (pass 1's last state alone: no latent module, no pass 2), constthought (a learned constant thought through
 pass 2), latentstate (score the latent state, no pass 2), mixture (a gate-weighted mixture of the K factors'
-softmaxes); sasrec (RecBole's SASRec encoder as the backbone, with backbone, latentstate or mixture); llmtext
-(frozen SmolLM2-135M title features, ``item_text_encoder: smollm2``, instead of the bag of title words; textonly
-adds ``item_text_only``). SASRecAllPos reads the same features with ``--config item_text_encoder=smollm2
---label_suffix=+llmtext``.
+softmaxes), maxfactor (each item's best score over the K factors); sasrec (RecBole's SASRec encoder as the backbone,
+with backbone, latentstate or mixture); llmtext (frozen SmolLM2-135M title features, ``item_text_encoder: smollm2``,
+instead of the bag of title words; textonly adds ``item_text_only``). SASRecAllPos reads the same features with
+``--config item_text_encoder=smollm2 --label_suffix=+llmtext``.
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \\
         --time_budget 600 --ablations
@@ -90,6 +90,7 @@ VARIANTS = {
     "pass2": {"user_vector": "pass2"},  # the paper-faithful head (FLR's default head until 2026-11-29)
     "latentstate": {"user_vector": "latent_state", "train_stages": ["sft"]},  # score the latent state, no pass 2
     "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft"]},
+    "maxfactor": {"user_vector": "latent_state", "factor_aggregation": "max", "train_stages": ["sft"]},
     "sasrec": {"llm_arch": "sasrec"},
     # since 2026-11-29 FLR's defaults are user_vector: latent_state and user_projection: False; its rows recorded
     # before then ran the paper head with the projection: add +pass2+proj to reproduce them

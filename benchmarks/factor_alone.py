@@ -3,7 +3,10 @@ r"""What each latent factor's thought ranks alone, against the deployed thought 
 For an FLR checkpoint (``factor_aggregation: sum``, K >= 2), on the valid split: mean NDCG@10 of the deployed user
 vector, of each factor's own thought LayerNorm(z_{T-1} + f_k) weighted by the gate (the expected reward of
 ``grpo_surrogate: gate``'s policy) and uniformly, of the best and the worst factor per user (picked with hindsight),
-and the gate's normalised entropy and largest weight. Prints one JSON line and writes
+and the gate's normalised entropy and largest weight. The control for "best factor": the best and the mean of K
+random thoughts, each the deployed thought plus Gaussian noise as far from it as the factors' thoughts are on
+average (if picking among those is worth as much, the factors differ by noise, not by preference). Prints one JSON
+line and writes
 benchmarks/results/factor_alone-<dataset><tag>.json. Example:
 
     python benchmarks/factor_alone.py saved/FLR-amazon-games-mini-<...>.pth --results_tag=-sft2020
@@ -33,7 +36,9 @@ def main():
     torch.set_num_threads(1)
     config, model, _, _, valid_data, _ = load_data_and_model(args.checkpoint)
     model.eval()
-    sums = dict.fromkeys(("deployed", "gate_weighted", "uniform", "best", "worst", "entropy", "max_gate"), 0.0)
+    keys = ("deployed", "gate_weighted", "uniform", "best", "worst", "noise_mean", "noise_best", "entropy", "max_gate")
+    sums = dict.fromkeys(keys, 0.0)
+    generator = torch.Generator(device=config["device"]).manual_seed(0)
     users = 0
     with torch.no_grad():
         for batch in valid_data:
@@ -46,6 +51,14 @@ def main():
             alone = model.item_scores(model.decode(pass1, latent.factor_thoughts.reshape(-1, dim)))
             deployed[:, 0] = alone[:, 0] = -math.inf  # the padding item is never recommended
             ndcg = reward_ndcg_at_k(alone, target.repeat_interleave(n_factors)).view(rows, n_factors)
+            distance = (latent.factor_thoughts - latent.thought[:, None]).norm(dim=-1).mean(1)  # [B]
+            noise = torch.randn(rows, n_factors, dim, generator=generator, device=distance.device)
+            noise = noise / noise.norm(dim=-1, keepdim=True) * distance[:, None, None]
+            noised = model.item_scores(model.decode(pass1, (latent.thought[:, None] + noise).reshape(-1, dim)))
+            noised[:, 0] = -math.inf
+            noise_ndcg = reward_ndcg_at_k(noised, target.repeat_interleave(n_factors)).view(rows, n_factors)
+            sums["noise_mean"] += noise_ndcg.mean(1).sum().item()
+            sums["noise_best"] += noise_ndcg.max(1).values.sum().item()
             gates = latent.gates
             sums["deployed"] += reward_ndcg_at_k(deployed, target).sum().item()
             sums["gate_weighted"] += (gates * ndcg).sum().item()

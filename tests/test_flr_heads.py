@@ -10,6 +10,7 @@ HEADS = {
     "constthought": {"thought_source": "constant", "user_vector": "pass2"},
     "latentstate": {"user_vector": "latent_state"},
     "mixture": {"user_vector": "latent_state", "factor_aggregation": "mixture"},
+    "maxfactor": {"user_vector": "latent_state", "factor_aggregation": "max"},
 }
 
 
@@ -84,6 +85,15 @@ def test_mixture_is_a_distribution_and_one_factor_reduces_to_the_latent_state(ti
         torch.testing.assert_close(one.full_sort_predict(interaction), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_max_scores_each_item_by_its_best_factor(tiny_config_dict):
+    model, seq, length, _ = _model(tiny_config_dict, "maxfactor")
+    with torch.no_grad():
+        scores = model.full_sort_predict({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: length})
+        per_factor = model.item_scores(model.reason(model.encode(seq, length)).factor_thoughts)  # [B K n_items]
+        torch.testing.assert_close(scores, per_factor.max(1).values)
+        assert (per_factor.argmax(1) != per_factor.argmax(1)[:, :1]).any()  # the factors do not all win the same items
+
+
 @pytest.mark.parametrize("head", list(HEADS))
 def test_every_position_scores_like_its_prefix(tiny_config_dict, head):
     model, seq, length, target = _model(tiny_config_dict, head, train_all_positions=True)
@@ -104,7 +114,7 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
     loss = sum(model.calculate_loss(next(iter(train_data))))
     loss.backward()
     latent_grad = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.latent.parameters())
-    assert latent_grad == (head in ("latentstate", "mixture"))  # constthought/backbone: the module takes no part
+    assert latent_grad == (head in ("latentstate", "mixture", "maxfactor"))  # constthought, backbone: no module
     if head == "constthought":
         assert model.constant_thought.grad.abs().sum() > 0
 
@@ -114,11 +124,12 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
     [
         ({"thought_source": "nope"}, "thought_source='nope'"),
         ({"user_vector": "last"}, "user_vector='last'"),
-        ({"factor_aggregation": "max"}, "factor_aggregation='max'"),
+        ({"factor_aggregation": "maximum"}, "factor_aggregation='maximum'"),
         ({"user_vector": "last_state"}, "thought_source: none"),
         ({"thought_source": "none"}, "thought_source: none"),
         ({"thought_source": "constant"}, "thought_source: constant needs"),  # the default head is latent_state
         ({"factor_aggregation": "mixture", "user_vector": "pass2"}, "user_vector: latent_state"),
+        ({"factor_aggregation": "max", "user_vector": "pass2"}, "factor_aggregation: max scores one user vector"),
         (
             {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft", "grpo"]},
             "GRPO stage",

@@ -83,7 +83,7 @@ class FLR(SequentialRecommender):
         self.thought_source = config["thought_source"] or "none"
         self.user_vector = config["user_vector"]
         self.factor_aggregation = config["factor_aggregation"]
-        self.mixture = self.factor_aggregation == "mixture"
+        self.mixture = self.factor_aggregation != "sum"  # one user vector per factor
         # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
         # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
         self._raw_state = self.user_vector == "latent_state"
@@ -143,7 +143,7 @@ class FLR(SequentialRecommender):
     def forward(self, item_seq, item_seq_len):
         r"""The user vector u of each history, shape [B, D] (a mixture has K of them: see :meth:`scores`)."""
         if self.mixture:
-            raise ValueError("factor_aggregation: mixture has one user vector per factor: use FLR.scores.")
+            raise ValueError(f"factor_aggregation: {self.factor_aggregation} scores K user vectors: use FLR.scores.")
         pass1 = self.encode(item_seq, item_seq_len)
         return self.user_vectors(pass1, self.reason(pass1))  # [B D]
 
@@ -165,11 +165,11 @@ class FLR(SequentialRecommender):
         return self.scores(pass1, self.reason(pass1))  # [B n_items]
 
     def scores(self, pass1, latent):
-        r"""Scores of all items for each history, shape [B, n_items]: u . E^T, or with ``factor_aggregation:
-        mixture`` the log-probabilities log sum_k beta_k softmax(u_k E^T) (so the cross-entropy of either is the
-        model's negative log-likelihood)."""
+        r"""Scores of all items for each history, shape [B, n_items]: u . E^T; with ``factor_aggregation: mixture``
+        the log-probabilities log sum_k beta_k softmax(u_k E^T); ``max``: max_k u_k . e_i."""
         if self.mixture:
-            return mixture_log_probs(self.item_scores(self.user_projection(latent.factor_thoughts)), latent.gates)
+            scores = self.item_scores(self.user_projection(latent.factor_thoughts))  # [B K n_items]
+            return scores.amax(1) if self.factor_aggregation == "max" else mixture_log_probs(scores, latent.gates)
         return self.item_scores(self.user_vectors(pass1, latent))
 
     def user_vectors(self, pass1, latent):

@@ -11,9 +11,10 @@ from recbole_flr.errors import UserInputError
 THOUGHT_SOURCES = ("latent", "constant", "none")
 #: ``user_vector``: the thought decoded by pass 2, pass 1's last state (the backbone alone), the latent state itself.
 USER_VECTORS = ("pass2", "last_state", "latent_state")
-#: ``factor_aggregation``: the gate-weighted sum of the factors (one user vector), or a gate-weighted mixture of the
-#: K factors' softmaxes over the items (one user vector per factor).
-FACTOR_AGGREGATIONS = ("sum", "mixture")
+#: ``factor_aggregation``: the gate-weighted sum of the factors (one user vector), or one user vector per factor and
+#: a gate-weighted mixture of their softmaxes over the items, or each item's best score over the factors (``max``,
+#: multi-interest retrieval as in MIND and ComiRec).
+FACTOR_AGGREGATIONS = ("sum", "mixture", "max")
 
 
 def check_settings(model, train_stages):
@@ -74,8 +75,8 @@ def _check_head(model, train_stages):
         )
     if model.mixture and (model.thought_source != "latent" or model.user_vector != "latent_state"):
         raise UserInputError(
-            "factor_aggregation: mixture scores one user vector per factor from the latent state: it needs "
-            "thought_source: latent and user_vector: latent_state."
+            f"factor_aggregation: {model.factor_aggregation} scores one user vector per factor from the latent "
+            "state: it needs thought_source: latent and user_vector: latent_state."
         )
     if "grpo" in (train_stages or []) and (model.thought_source != "latent" or model.mixture):
         raise UserInputError(
