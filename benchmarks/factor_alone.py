@@ -1,12 +1,12 @@
 r"""What each latent factor's thought ranks alone, against the deployed thought (the gate-weighted sum).
 
 For an FLR checkpoint (``factor_aggregation: sum``, K >= 2), on the valid split: mean NDCG@10 of the deployed user
-vector, of each factor's own thought LayerNorm(z_{T-1} + f_k) weighted by the gate (the expected reward of
-``grpo_surrogate: gate``'s policy) and uniformly, of the best and the worst factor per user (picked with hindsight),
-and the gate's normalised entropy and largest weight. The control for "best factor": the best and the mean of K
-random thoughts, each the deployed thought plus Gaussian noise as far from it as the factors' thoughts are on
-average (if picking among those is worth as much, the factors differ by noise, not by preference). Prints one JSON
-line and writes
+vector, of each item scored by its best factor (``factor_aggregation: max`` at inference), of each factor's own
+thought LayerNorm(z_{T-1} + f_k) weighted by the gate (the expected reward of ``grpo_surrogate: gate``'s policy) and
+uniformly, of the best and the worst factor per user (picked with hindsight), and the gate's normalised entropy and
+largest weight. The control for "best factor": the best and the mean of K random thoughts, each the deployed thought
+plus Gaussian noise as far from it as the factors' thoughts are on average (if picking among those is worth as much,
+the factors differ by noise, not by preference). Prints one JSON line and writes
 benchmarks/results/factor_alone-<dataset><tag>.json. Example:
 
     python benchmarks/factor_alone.py saved/FLR-amazon-games-mini-<...>.pth --results_tag=-sft2020
@@ -36,7 +36,8 @@ def main():
     torch.set_num_threads(1)
     config, model, _, _, valid_data, _ = load_data_and_model(args.checkpoint)
     model.eval()
-    keys = ("deployed", "gate_weighted", "uniform", "best", "worst", "noise_mean", "noise_best", "entropy", "max_gate")
+    keys = ("deployed", "max_scores", "gate_weighted", "uniform", "best", "worst", "noise_mean", "noise_best")
+    keys += ("entropy", "max_gate")
     sums = dict.fromkeys(keys, 0.0)
     generator = torch.Generator(device=config["device"]).manual_seed(0)
     users = 0
@@ -51,6 +52,7 @@ def main():
             alone = model.item_scores(model.decode(pass1, latent.factor_thoughts.reshape(-1, dim)))
             deployed[:, 0] = alone[:, 0] = -math.inf  # the padding item is never recommended
             ndcg = reward_ndcg_at_k(alone, target.repeat_interleave(n_factors)).view(rows, n_factors)
+            sums["max_scores"] += reward_ndcg_at_k(alone.view(rows, n_factors, -1).amax(1), target).sum().item()
             distance = (latent.factor_thoughts - latent.thought[:, None]).norm(dim=-1).mean(1)  # [B]
             noise = torch.randn(rows, n_factors, dim, generator=generator, device=distance.device)
             noise = noise / noise.norm(dim=-1, keepdim=True) * distance[:, None, None]
