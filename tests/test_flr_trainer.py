@@ -270,10 +270,11 @@ def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
     assert trainer.grpo_loss(batch)[1].item() > 0.0
 
 
-def test_the_gate_policy_rewards_each_factor_alone_and_trains_the_gate(tiny_config_dict):
+@pytest.mark.parametrize("user_vector", ["latent_state", "pass2"])
+def test_the_gate_policy_rewards_each_factor_alone_and_trains_the_gate(tiny_config_dict, user_vector):
     config, model, train_data, _, _ = _build(
         {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_surrogate": "gate", "grpo_beta": 0.5,
-         "grpo_learning_rate": 0.05}
+         "grpo_learning_rate": 0.05, "user_vector": user_vector}
     )  # fmt: skip
     trainer = FLRTrainer(config, model)
     assert trainer.begin_grpo()
