@@ -329,7 +329,7 @@ def test_gate_rollout_is_the_exact_expectation_over_the_factor_choices():
         [[0, 3, 1, 2], [0, 1, 3, 2], [0, 2, 1, 3], [0, 1, 2, 3], [0, 1, 2, 3], [0, 3, 2, 1]], dtype=torch.float
     )
     target = torch.tensor([1, 3])
-    rollout = draw_gate_rollout(gates, lambda: scores, target, reward_reciprocal_rank, scale_rewards=False)
+    rollout = draw_gate_rollout(gates, scores, target, reward_reciprocal_rank, scale_rewards=False)
     # ranks of the target: history 0: 1, 3, 2; history 1: 1, 1, 3 -> rewards 1, 1/3, 1/2 and 1, 1, 1/3
     torch.testing.assert_close(rollout.rewards, torch.tensor([1, 1 / 3, 1 / 2, 1, 1, 1 / 3]))
     torch.testing.assert_close(rollout.weights, gates.reshape(-1))

@@ -83,7 +83,7 @@ class FLR(SequentialRecommender):
         self.thought_source = config["thought_source"] or "none"
         self.user_vector = config["user_vector"]
         self.factor_aggregation = config["factor_aggregation"]
-        self.mixture = self.factor_aggregation != "sum"  # one user vector per factor
+        self.per_factor = self.factor_aggregation != "sum"  # one user vector per factor
         # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
         # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
         self._raw_state = self.user_vector == "latent_state"
@@ -142,7 +142,7 @@ class FLR(SequentialRecommender):
 
     def forward(self, item_seq, item_seq_len):
         r"""The user vector u of each history, shape [B, D] (a mixture has K of them: see :meth:`scores`)."""
-        if self.mixture:
+        if self.per_factor:
             raise ValueError(f"factor_aggregation: {self.factor_aggregation} scores K user vectors: use FLR.scores.")
         pass1 = self.encode(item_seq, item_seq_len)
         return self.user_vectors(pass1, self.reason(pass1))  # [B D]
@@ -167,7 +167,7 @@ class FLR(SequentialRecommender):
     def scores(self, pass1, latent):
         r"""Scores of all items for each history, shape [B, n_items]: u . E^T; with ``factor_aggregation: mixture``
         the log-probabilities log sum_k beta_k softmax(u_k E^T); ``max``: max_k u_k . e_i."""
-        if self.mixture:
+        if self.per_factor:
             scores = self.item_scores(self.user_projection(latent.factor_thoughts))  # [B K n_items]
             return scores.amax(1) if self.factor_aggregation == "max" else mixture_log_probs(scores, latent.gates)
         return self.item_scores(self.user_vectors(pass1, latent))
@@ -193,7 +193,7 @@ class FLR(SequentialRecommender):
         thought too if ``per_factor`` or a mixture). With ``thought_source: constant`` the thought is a learned vector
         scaled like a real thought and the factor fields are None; with ``none`` the thought is None too."""
         if self.thought_source == "latent":
-            hidden, mask, per_factor = pass1.hidden, pass1.mask, per_factor or self.mixture
+            hidden, mask, per_factor = pass1.hidden, pass1.mask, per_factor or self.per_factor
             return self.latent(hidden, mask, pass1.last, pass1.input_norm, per_factor, self._raw_state)
         thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
         return LatentOutput(thought, None, None, None, None, pass1.mask)
@@ -306,7 +306,7 @@ class FLR(SequentialRecommender):
         prefix = mask[rows] & (torch.arange(mask.size(1), device=mask.device)[None] <= steps[:, None])  # [N L]
         positions = LatentOutput(None, None, None, None, None, prefix)
         if self.thought_source == "latent":
-            latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.mixture, self._raw_state)
+            latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.per_factor, self._raw_state)
             thought, positions = latent.thought, latent.at(rows, steps, prefix)  # [B L D], the N positions'
         else:
             thought = self._constant_thought(prefix_norm) if self.thought_source == "constant" else None  # [B L D]

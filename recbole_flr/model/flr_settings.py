@@ -73,12 +73,12 @@ def _check_head(model, train_stages):
             "thought_source: constant needs user_vector: pass2 (a constant latent state would give every user the "
             "same vector)."
         )
-    if model.mixture and (model.thought_source != "latent" or model.user_vector != "latent_state"):
+    if model.per_factor and (model.thought_source != "latent" or model.user_vector != "latent_state"):
         raise UserInputError(
             f"factor_aggregation: {model.factor_aggregation} scores one user vector per factor from the latent "
             "state: it needs thought_source: latent and user_vector: latent_state."
         )
-    if "grpo" in (train_stages or []) and (model.thought_source != "latent" or model.mixture):
+    if "grpo" in (train_stages or []) and (model.thought_source != "latent" or model.per_factor):
         raise UserInputError(
             f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
             "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."

@@ -63,7 +63,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
       ``"stage": "sft"``). ``grpo_trainable`` chooses what it trains: ``latent`` (``model.latent`` only),
       ``latent+head`` (also every trained parameter outside the backbone, the item tables and the text encoders:
       the user projection), ``all`` (everything SFT trained; pass 1 runs under ``no_grad`` all the same, so the
-      history encoding gets gradient only through pass 2 and the item scores).
+      history encoding gets gradient only through pass 2 and the item scores), ``gate`` (the latent module's gate
+      scorer only: with ``grpo_surrogate: gate`` each factor's own thought stays as SFT left it).
 
     In both stages an epoch is an improvement only when its valid score is strictly better than the best so far
     (:attr:`strict_improvement`): a tie neither replaces the best checkpoint nor resets the stopping counter.
@@ -97,12 +98,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
-        if config["grpo_surrogate"] == "gate" and "grpo" in self.train_stages:
-            if config["n_factors"] < 2 or config["thought_source"] != "latent":
-                raise UserInputError(
-                    f"grpo_surrogate: gate chooses among the latent module's factors: it needs thought_source: latent "
-                    f"(got {config['thought_source']!r}) and n_factors >= 2 (got {config['n_factors']})."
-                )
+        if config["grpo_surrogate"] == "gate" and "grpo" in self.train_stages and config["n_factors"] < 2:
+            raise UserInputError(
+                f"grpo_surrogate: gate chooses among the latent module's factors: it needs n_factors >= 2 (got "
+                f"{config['n_factors']}). Use grpo_surrogate: gaussian, or more factors."
+            )
         if config["grpo_surrogate"] == "target_logprob":
             raise UserInputError(
                 "grpo_surrogate: target_logprob was removed: with group-centred advantages its gradient pointed "
@@ -309,14 +309,16 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         ``latent``: ``model.latent``. ``latent+head``: also every trained parameter outside the backbone and the item
         representation (``ITEM_SIDE_MODULES``: item tables and text encoders, which pass 1 reads), i.e. FLR's
         ``user_projection``. ``all``: every parameter SFT trained (LoRA adapters or the embedded backbone, item
-        tables, heads; a frozen pretrained LLM stays frozen).
+        tables, heads; a frozen pretrained LLM stays frozen). ``gate``: the latent module's gate scorer.
         """
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         if self.grpo_trainable == "all":
             return trainable
         latent = {n for n in trainable if n.startswith("latent.")}
-        if self.grpo_trainable in ("latent", "gate"):
-            return {n for n in latent if n.startswith("latent.gate.")} if self.grpo_trainable == "gate" else latent
+        if self.grpo_trainable == "gate":
+            return {n for n in latent if n.startswith("latent.gate.")}
+        if self.grpo_trainable == "latent":
+            return latent
         excluded = ("backbone",) + self.ITEM_SIDE_MODULES
         return {n for n in trainable if n.split(".", 1)[0] not in excluded}
 
@@ -472,9 +474,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             thought = latent.thought  # [B D]
             if gate:  # the group: each factor's own thought [B*K D]
                 G = latent.gates.size(1)
-                thoughts = latent.factor_thoughts.reshape(-1, thought.size(-1))
-                score = lambda: model.item_scores(model.decode(pass1, thoughts))  # noqa: E731
-                rollout = grpo.draw_gate_rollout(latent.gates, score, target, self._reward_fn, self.grpo_scale_rewards)
+                scores = model.item_scores(model.decode(pass1, latent.factor_thoughts.reshape(-1, thought.size(-1))))
+                rollout = grpo.draw_gate_rollout(latent.gates, scores, target, self._reward_fn, self.grpo_scale_rewards)
             else:
                 rollout = grpo.draw_rollout(
                     thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,

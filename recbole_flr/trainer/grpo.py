@@ -370,7 +370,7 @@ def gate_logprob(gates):
     return gates.clamp_min(1e-12).log().reshape(-1)
 
 
-def draw_gate_rollout(gates, score, target, reward, scale_rewards=True):
+def draw_gate_rollout(gates, scores, target, reward, scale_rewards=True):
     r"""One rollout of the gate policy (``grpo_surrogate: gate``): the action is the factor whose update alone makes
     the thought, :math:`a \sim \mathrm{Categorical}(\beta_b)`, so the policy gradient trains the gate that mixes the
     factors (the Gaussian policy's gradient moves the thought, and reaches the gate only through it). A history's
@@ -379,7 +379,8 @@ def draw_gate_rollout(gates, score, target, reward, scale_rewards=True):
 
     Args:
         gates (torch.Tensor): :math:`\beta`, shape [B, K], K >= 2.
-        score (callable): () -> scores of all items of each factor's thought, [B*K, I] in :func:`gate_logprob`'s order.
+        scores (torch.Tensor): scores of all items under each factor's thought, [B*K, I] in :func:`gate_logprob`'s
+            order (no sampling: they are computed before the rollout).
         target (torch.Tensor): the target item of each history, shape [B].
         reward (callable): one of :data:`REWARDS`.
         scale_rewards (bool): divide the centred rewards by the group's std (:func:`group_advantages`).
@@ -388,7 +389,7 @@ def draw_gate_rollout(gates, score, target, reward, scale_rewards=True):
         Rollout: ``samples`` and ``sigma`` None, ``weights`` :math:`\beta_{old}` [B*K], ``logp_ref`` None.
     """
     batch, n_factors = gates.shape
-    rewards = reward(score(), target.repeat_interleave(n_factors))  # [B*K]
+    rewards = reward(scores, target.repeat_interleave(n_factors))  # [B*K]
     advantages = group_advantages(rewards.view(batch, n_factors), scale=scale_rewards).view(-1)  # [B*K]
     return Rollout(None, None, rewards, advantages, gate_logprob(gates), None, gates.reshape(-1))
 
