@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny RecBole atomic dataset made for the tests, and a config that trains on it in seconds."""
 
+import importlib.util
 import os
 import string
 import sys
@@ -120,3 +121,12 @@ def build_flr(config_dict, **overrides):
 
     _, model, dataset, train_data, _, _ = prepare("FLR", "tiny", config_dict=dict(config_dict, **overrides))
     return model, train_data, dataset
+
+
+def benchmark_script(name):
+    r"""Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package) so its functions can be tested."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,14 @@
 """benchmarks/compare.py's tuning: the same draws for every model, the best trial's config on every seed."""
 
-import importlib.util
-import os
 import threading
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare", os.path.join(ROOT, "benchmarks", "compare.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("compare")
 
 
 def test_trials_are_distinct_grid_points_drawn_alike_every_time(compare):

@@ -1,20 +1,13 @@
 """benchmarks/text_signal.py's measures: the target's rank by text similarity, TF-IDF and whitening, by hand."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def signal():
-    spec = importlib.util.spec_from_file_location("text_signal", os.path.join(ROOT, "benchmarks", "text_signal.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("text_signal")
 
 
 def test_rank_excludes_padding_and_the_last_item_and_counts_ties_half(signal):
