@@ -50,12 +50,9 @@ def run(
     import torch.multiprocessing as mp
 
     _check_nproc(nproc, (config_dict or {}).get("gpu_id"))
-    # RecBole's processes each create ./log/<model> and checkpoint_dir with a check-then-mkdir that races: one
-    # of them then dies with FileExistsError. Create them once here.
     paths = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     validate(paths)  # once, before spawning: a bad setting stops here with one message
-    for folder in (os.path.join("log", paths["model"]), paths["checkpoint_dir"]):
-        os.makedirs(folder, exist_ok=True)
+    make_run_folders(paths)
     world_size = nproc if world_size == -1 else world_size
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
@@ -108,6 +105,7 @@ def run_recbole_flr(
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     validate(config)  # unknown keys, documented ranges, valid_metric, FLR's stages: before any log or training
     init_seed(config["seed"], config["reproducibility"])
+    make_run_folders(config)
     init_logger(config)
     logger = getLogger()
     logger.info(training_plan(config))
@@ -189,6 +187,14 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     return config, model, dataset, train_data, valid_data, test_data
 
 
+def make_run_folders(config):
+    r"""Create ``./log/<model>`` and ``checkpoint_dir`` if missing. RecBole creates them with a check-then-mkdir that
+    races: of two runs started at once in one folder (side-by-side benchmarks, DDP processes), one dies with
+    ``FileExistsError``. Once they exist, RecBole's check passes."""
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
+
+
 def run_recbole_flrs(rank, *args):
     r"""Entry point of one spawned process: ``args`` are (model, dataset, config_file_list, kwargs)."""
     kwargs = args[-1]
@@ -219,6 +225,7 @@ def load_data_and_model(model_file, weights_only=True):
             config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
         finally:
             sys.argv = argv
+    make_run_folders(config)
     init_logger(config)
     getLogger().info(config)
     _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)

@@ -9,6 +9,7 @@ import re
 import runpy
 import subprocess
 import sys
+import types
 
 import pytest
 from conftest import write_tiny_dataset
@@ -122,3 +123,24 @@ def test_grpo_alone_starts_from_the_checkpoint_resume_from_names(tiny_config_dic
     grpo = run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["grpo"], "grpo_epochs": 1,
                                                        "resume_from": sft["saved_model_file"]})  # fmt: skip
     assert grpo["best_valid_score"] >= sft["best_valid_score"]  # GRPO's bar is the SFT checkpoint's score
+
+
+def test_two_runs_started_at_once_in_one_folder_do_not_race_for_its_log_and_checkpoint_folders(
+    tiny_config_dict, monkeypatch
+):
+    # RecBole's ensure_dir checks, then creates: when another run creates the folder in between, makedirs raises.
+    # Played here by a makedirs that always loses that race: the run must create its folders before RecBole looks.
+    import recbole.utils.utils as recbole_utils
+
+    from recbole_flr import run_recbole_flr
+
+    def losing_makedirs(name, *args, **kwargs):
+        raise FileExistsError(f"[Errno 17] File exists: '{name}'")
+
+    losing_os = types.ModuleType("os")
+    losing_os.__dict__.update(os.__dict__, makedirs=losing_makedirs)
+    monkeypatch.setattr(recbole_utils, "os", losing_os)
+    config = dict(tiny_config_dict, train_stages=["sft"], checkpoint_dir=tiny_config_dict["checkpoint_dir"] + "-new")
+    result = run_recbole_flr("FLR", "tiny", config_dict=config)
+    assert os.path.isfile(result["saved_model_file"])
+    assert os.path.isdir(os.path.join("log", "FLR"))
