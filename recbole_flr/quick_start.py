@@ -187,11 +187,11 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     return config, model, dataset, train_data, valid_data, test_data
 
 
-def make_run_folders(config):
-    r"""Create ``./log/<model>`` and ``checkpoint_dir`` if missing. RecBole creates them with a check-then-mkdir that
-    races: of two runs started at once in one folder (side-by-side benchmarks, DDP processes), one dies with
-    ``FileExistsError``. Once they exist, RecBole's check passes."""
-    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+def make_run_folders(config, checkpoint_dir=True):
+    r"""Create ``./log/<model>`` and (``checkpoint_dir``) the config's ``checkpoint_dir`` if missing. RecBole creates
+    them with a check-then-mkdir that races: of two runs started at once in one folder (side-by-side benchmarks, DDP
+    processes), one dies with ``FileExistsError``. Once they exist, RecBole's check passes."""
+    for folder in [os.path.join("log", config["model"])] + ([config["checkpoint_dir"]] if checkpoint_dir else []):
         os.makedirs(folder, exist_ok=True)
 
 
@@ -225,7 +225,7 @@ def load_data_and_model(model_file, weights_only=True):
             config = Config(model=config["model"], dataset=config["dataset"], config_dict=config)
         finally:
             sys.argv = argv
-    make_run_folders(config)
+    make_run_folders(config, checkpoint_dir=False)  # loading writes no checkpoint
     init_logger(config)
     getLogger().info(config)
     _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)
