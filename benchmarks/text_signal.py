@@ -59,8 +59,8 @@ def tfidf(title_ids, n_words):
     return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
 
 
-def ranks(similarity_fn, last, target, n_items, chunk=2048):
-    r"""The 1-based rank of each target among items 1..n_items-1 by ``similarity_fn(rows)`` [len(rows), n_items],
+def ranks(similarity_fn, last, target, chunk=2048):
+    r"""The 1-based rank of each target among the real items (id >= 1) by ``similarity_fn(rows)`` [len(rows), n_items],
     the history's last item excluded; ties count half (the expected rank under a random tie-break)."""
     out = np.empty(len(last))
     for start in range(0, len(last), chunk):
@@ -126,11 +126,11 @@ def main():
         return white[p] @ white.T
 
     rows = {
-        "bag of title words (TF-IDF)": ranks(bow_sim, last, target, n_items),
-        "SmolLM2 title features": ranks(llm_sim, last, target, n_items),
-        "SmolLM2, whitened": ranks(white_sim, last, target, n_items),
-        "words + whitened SmolLM2 (sum of cosines)": ranks(lambda p: bow_sim(p) + white_sim(p), last, target, n_items),
-        "training popularity": ranks(lambda p: np.tile(popularity, (len(p), 1)), last, target, n_items),
+        "bag of title words (TF-IDF)": ranks(bow_sim, last, target),
+        "SmolLM2 title features": ranks(llm_sim, last, target),
+        "SmolLM2, whitened": ranks(white_sim, last, target),
+        "words + whitened SmolLM2 (sum of cosines)": ranks(lambda p: bow_sim(p) + white_sim(p), last, target),
+        "training popularity": ranks(lambda p: np.tile(popularity, (len(p), 1)), last, target),
     }
     shared = bow[last].multiply(bow[target]).sum(1) > 0
     bow_hit, llm_hit = rows["bag of title words (TF-IDF)"] <= K, rows["SmolLM2, whitened"] <= K

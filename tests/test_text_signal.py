@@ -13,7 +13,7 @@ def signal():
 def test_rank_excludes_padding_and_the_last_item_and_counts_ties_half(signal):
     # items 0 (padding) .. 4; the history's last item is 1
     sims = np.array([[9.0, 8.0, 0.5, 0.7, 0.5]])
-    rank = signal.ranks(lambda p: sims[[0] * len(p)], np.array([1]), np.array([2]), 5)
+    rank = signal.ranks(lambda p: sims[[0] * len(p)], np.array([1]), np.array([2]))
     # above item 2: item 3 (0.7); tied with it: item 4; padding (9) and item 1 (8) excluded -> 1 + 1 + 0.5
     assert rank.tolist() == [2.5]
     assert signal.metrics(np.array([1.0, 3.0, 11.0]))["hit@10"] == pytest.approx(2 / 3)
