@@ -63,7 +63,9 @@ def per_user(checkpoint, k=10):
         weights = load_checkpoint(last_file).get("grpo_sft_weights") if os.path.isfile(last_file) else None
         if not weights:
             raise SystemExit(f"{checkpoint}: {last_file} holds no grpo_sft_weights (not a run that reached GRPO).")
-        model.load_state_dict(weights, strict=False)
+        unknown = model.load_state_dict(weights, strict=False).unexpected_keys  # as benchmarks/sft_test.py
+        if unknown:
+            raise SystemExit(f"{last_file}: grpo_sft_weights names parameters the model lacks: {unknown[:5]}")
     model.eval()
     n_items, user_field = dataset.item_num, config["USER_ID_FIELD"]
     users, ndcg, recall = [], [], []
