@@ -61,6 +61,12 @@ PLANS = {
     "followup": [
         [("SASRecAllPos", "default", {}, "default", ("ml-1m",)), ("FLR", "notext", {}, "notext", ("amazon-games",))],
     ],
+    # issue 17's table on a titled dataset whose FLR default, backbone and SASRecAllPos ids rows exist (ml-1m: the
+    # "tuned" and "followup" calls): FLR with ids only and with SmolLM2 features, SASRecAllPos with SmolLM2 features
+    "text": [
+        [("FLR", "default+llmtext", TEXT, "default+llmtext", None), ("FLR", "notext", {}, "notext", None),
+         ("SASRecAllPos", "default", TEXT, "default+llmtext", None)],
+    ],
 }  # fmt: skip
 
 

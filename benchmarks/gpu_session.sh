@@ -7,6 +7,7 @@
 #
 #   DEADLINE=540 bash benchmarks/gpu_session.sh --jobs 4 --text_datasets amazon-games --tag=-h200
 #   DEADLINE=540 bash benchmarks/gpu_session.sh --plan tuned --jobs 12 --datasets ml-1m amazon-games --tag=-h200-tuned
+#   DEADLINE=540 bash benchmarks/gpu_session.sh --plan text --datasets ml-1m --tag=-h200-text   # prepare with TEXT_DATASETS=ml-1m
 set -u
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)

@@ -27,3 +27,11 @@ def test_defaults_plan_keeps_priority_order_and_text_runs_on_text_datasets_only(
     assert len(labels[:first_text]) == 6
     assert all(d == "amazon-games" for d, label in labels if "llmtext" in label)
     assert ("ml-1m", "allpos+notext") in labels
+
+
+def test_text_plan_reads_the_feature_cache_for_the_llmtext_rows_only():
+    runs = gpu_confirm.plan_runs("text", ["ml-1m"], [1, 2, 3])
+    assert len(runs) == 9
+    for _, _, _, extra, label, _ in runs:
+        assert extra == (gpu_confirm.TEXT if label.endswith("llmtext") else {})
+    assert sorted({label for *_, label, _ in runs}) == ["default+llmtext", "notext"]
