@@ -26,11 +26,13 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import recbole  # noqa: E402
 from recbole.utils import init_logger  # noqa: E402
+from sft_test import swap_in_sft_weights  # noqa: E402
 
-from recbole_flr.checkpoint import load_checkpoint, load_model_state  # noqa: E402
+from recbole_flr.checkpoint import last_checkpoint_file, load_checkpoint, load_model_state  # noqa: E402
 from recbole_flr.config import Config  # noqa: E402
 from recbole_flr.model.all_positions import compact_train_data  # noqa: E402
 from recbole_flr.quick_start import prepare  # noqa: E402
@@ -53,7 +55,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default=None, help="default: RecBole's bundled dataset_example for ml-100k")
-    parser.add_argument("--sft_checkpoint", default=None, help="start from this FLR checkpoint instead of training")
+    parser.add_argument(
+        "--sft_checkpoint",
+        default=None,
+        help="start from this FLR checkpoint instead of training; <best>.pth:sft starts from the SFT weights that a "
+        "GRPO run's <best>-last.pth keeps (the random-reward control from a finished run's SFT)",
+    )
     parser.add_argument("--sft_epochs", type=int, default=10)
     parser.add_argument("--grpo_epochs", type=int, default=3)
     parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3], help="e.g. 1,2,3")
@@ -91,13 +98,16 @@ def main():
         trainer.fit(train_data, valid_data, saved=True)
         sft_file = trainer.saved_model_file
     sft_time = time.time() - started
-    sft_plain = load_checkpoint(sft_file)["config"]
+    sft_path = sft_file[: -len(":sft")] if sft_file.endswith(":sft") else sft_file
+    sft_plain = load_checkpoint(sft_path)["config"]
 
     runs = []
     for seed in args.seeds:
         config_dict = {**sft_plain, **base, "train_stages": ["grpo"], "grpo_epochs": args.grpo_epochs, "seed": seed}
         config, model, train_data, valid_data, test_data = build(config_dict, args.every_prefix)
-        load_model_state(model, load_checkpoint(sft_file, map_location=config["device"]), sft_file)
+        load_model_state(model, load_checkpoint(sft_path, map_location=config["device"]), sft_path)
+        if sft_path != sft_file:  # path:sft
+            swap_in_sft_weights(model, last_checkpoint_file(sft_path))
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)
         grpo_epochs = []

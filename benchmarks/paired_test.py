@@ -27,8 +27,11 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from recbole_flr.checkpoint import last_checkpoint_file, load_checkpoint  # noqa: E402
+from sft_test import swap_in_sft_weights  # noqa: E402
+
+from recbole_flr.checkpoint import last_checkpoint_file  # noqa: E402
 from recbole_flr.quick_start import load_data_and_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,13 +62,7 @@ def per_user(checkpoint, k=10):
     path = checkpoint[: -len(SFT_SUFFIX)] if sft else checkpoint
     config, model, dataset, _, _, test_data = load_data_and_model(path)
     if sft:
-        last_file = last_checkpoint_file(path)
-        weights = load_checkpoint(last_file).get("grpo_sft_weights") if os.path.isfile(last_file) else None
-        if not weights:
-            raise SystemExit(f"{checkpoint}: {last_file} holds no grpo_sft_weights (not a run that reached GRPO).")
-        unknown = model.load_state_dict(weights, strict=False).unexpected_keys  # as benchmarks/sft_test.py
-        if unknown:
-            raise SystemExit(f"{last_file}: grpo_sft_weights names parameters the model lacks: {unknown[:5]}")
+        swap_in_sft_weights(model, last_checkpoint_file(path))
     model.eval()
     n_items, user_field = dataset.item_num, config["USER_ID_FIELD"]
     users, ndcg, recall = [], [], []

@@ -25,20 +25,27 @@ from recbole_flr.trainer import get_trainer  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def sft_and_final(last_file):
-    r"""The valid and test results of a run's SFT weights and of its best model, as a dict."""
-    last = load_checkpoint(last_file)
+def swap_in_sft_weights(model, last_file):
+    r"""Load into ``model`` the SFT weights (``grpo_sft_weights``) that a run's GRPO-stage last checkpoint keeps; an
+    error if the file has none or names parameters the model lacks."""
+    last = load_checkpoint(last_file) if os.path.isfile(last_file) else {}
     if last.get("stage") != "grpo" or not last.get("grpo_sft_weights"):
         raise SystemExit(f"{last_file} is not a last checkpoint written in the GRPO stage (no grpo_sft_weights).")
+    unknown = model.load_state_dict(last["grpo_sft_weights"], strict=False).unexpected_keys
+    if unknown:
+        raise SystemExit(f"{last_file}: grpo_sft_weights names parameters the model lacks: {unknown[:5]}")
+    return last
+
+
+def sft_and_final(last_file):
+    r"""The valid and test results of a run's SFT weights and of its best model, as a dict."""
     best_file = best_checkpoint_file(last_file)
     config, model, _, _, valid_data, test_data = load_data_and_model(best_file)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     row = {"checkpoint": best_file, "seed": config["seed"], "best_stage": load_checkpoint(best_file).get("stage")}
     row["final_test"] = dict(trainer.evaluate(test_data, load_best_model=False))
     row["final_valid"] = dict(trainer.evaluate(valid_data, load_best_model=False))
-    unknown = model.load_state_dict(last["grpo_sft_weights"], strict=False).unexpected_keys
-    if unknown:
-        raise SystemExit(f"{last_file}: grpo_sft_weights names parameters the model lacks: {unknown}")
+    last = swap_in_sft_weights(model, last_file)
     row["sft_test"] = dict(trainer.evaluate(test_data, load_best_model=False))
     row["sft_valid"] = dict(trainer.evaluate(valid_data, load_best_model=False))
     row["sft_valid_logged"] = last["sft_valid_score"]
