@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import recbole  # noqa: E402
 from recbole.utils import init_logger  # noqa: E402
-from sft_test import swap_in_sft_weights  # noqa: E402
+from sft_test import split_sft_suffix, swap_in_sft_weights  # noqa: E402
 
 from recbole_flr.checkpoint import last_checkpoint_file, load_checkpoint, load_model_state  # noqa: E402
 from recbole_flr.config import Config  # noqa: E402
@@ -98,7 +98,7 @@ def main():
         trainer.fit(train_data, valid_data, saved=True)
         sft_file = trainer.saved_model_file
     sft_time = time.time() - started
-    sft_path = sft_file[: -len(":sft")] if sft_file.endswith(":sft") else sft_file
+    sft_path, sft_weights_only = split_sft_suffix(sft_file)
     sft_plain = load_checkpoint(sft_path)["config"]
 
     runs = []
@@ -106,7 +106,7 @@ def main():
         config_dict = {**sft_plain, **base, "train_stages": ["grpo"], "grpo_epochs": args.grpo_epochs, "seed": seed}
         config, model, train_data, valid_data, test_data = build(config_dict, args.every_prefix)
         load_model_state(model, load_checkpoint(sft_path, map_location=config["device"]), sft_path)
-        if sft_path != sft_file:  # path:sft
+        if sft_weights_only:  # path:sft
             swap_in_sft_weights(model, last_checkpoint_file(sft_path))
         trainer = FLRTrainer(config, model)
         sft_test = trainer.evaluate(test_data, load_best_model=False)

@@ -29,13 +29,12 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sft_test import swap_in_sft_weights  # noqa: E402
+from sft_test import split_sft_suffix, swap_in_sft_weights  # noqa: E402
 
 from recbole_flr.checkpoint import last_checkpoint_file  # noqa: E402
 from recbole_flr.quick_start import load_data_and_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SFT_SUFFIX = ":sft"
 
 
 def rank_metrics(scores, positive_u, positive_i, k):
@@ -58,8 +57,7 @@ def per_user(checkpoint, k=10):
         dict: ``users`` (ids, sorted), ``ndcg`` and ``recall`` (arrays in that order), ``dataset``, ``seed``,
         ``model``.
     """
-    sft = checkpoint.endswith(SFT_SUFFIX)
-    path = checkpoint[: -len(SFT_SUFFIX)] if sft else checkpoint
+    path, sft = split_sft_suffix(checkpoint)
     config, model, dataset, _, _, test_data = load_data_and_model(path)
     if sft:
         swap_in_sft_weights(model, last_checkpoint_file(path))

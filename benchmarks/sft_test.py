@@ -25,6 +25,16 @@ from recbole_flr.trainer import get_trainer  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+#: ``<best>.pth:sft``: the SFT weights that the run's GRPO-stage ``<best>-last.pth`` keeps (paired_test, grpo_quality)
+SFT_SUFFIX = ":sft"
+
+
+def split_sft_suffix(checkpoint):
+    r"""(the checkpoint's path, whether it ended with :data:`SFT_SUFFIX`)."""
+    sft = checkpoint.endswith(SFT_SUFFIX)
+    return (checkpoint[: -len(SFT_SUFFIX)] if sft else checkpoint), sft
+
+
 def swap_in_sft_weights(model, last_file):
     r"""Load into ``model`` the SFT weights (``grpo_sft_weights``) that a run's GRPO-stage last checkpoint keeps; an
     error if the file has none or names parameters the model lacks."""
