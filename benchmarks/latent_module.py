@@ -1,10 +1,12 @@
 r"""FLR's latent module (all-positions mode) against the same module at another git revision: same outputs, time.
 
 Loads ``recbole_flr/model/latent_reasoning.py`` as it was at ``--against`` (``git show``), copies the current module's
-weights into it, checks that both give the same thought, factors, attention and gates on random histories, then
-times forward + backward of ``forward_positions`` for each, alternating, as one thread's CPU time (so other work on
-the machine does not inflate it). Shapes: windows per batch and history length as in one training batch of the
-datasets named (ml-1m: about 47 windows of 50 per batch of 2048 rows; amazon-games: about 310 of 20).
+weights into it, checks that both give the same thought, factors, attention and gates at every real position of
+random histories, then times forward + backward of what FLR's all-positions training computes there (``forward_at``
+the real positions; a revision without it: ``forward_positions`` over every position, then the real ones picked) for
+each, alternating, as one thread's CPU time (so other work on the machine does not inflate it). Shapes: windows per
+batch, history length and share of real positions as in the training batches of the datasets named (ml-1m: about 47
+windows of 50 per batch of 2048 rows; amazon-games: about 310 of 20; amazon-games-mini: 380 of 20, 27 % real).
 
     .venv/bin/python benchmarks/latent_module.py --against 3e7c50e
 
@@ -28,7 +30,8 @@ sys.path.insert(0, ROOT)
 
 from recbole_flr.model.latent_reasoning import FactorizedLatentReasoning  # noqa: E402
 
-SHAPES = {"ml-1m": (47, 50), "amazon-games": (310, 20)}  # (windows per batch, history length)
+#: (windows per batch, history length, share of real positions); the amazon-games shares are not measured
+SHAPES = {"ml-1m": (47, 50, None), "amazon-games": (310, 20, None), "amazon-games-mini": (380, 20, 0.27)}
 
 
 def module_at(revision):
@@ -50,7 +53,13 @@ def module_at(revision):
 
 def fwd_bwd(module, hidden, mask, norm):
     start = time.thread_time()
-    out = module.forward_positions(hidden, mask, norm)
+    rows, steps = mask.nonzero(as_tuple=True)
+    if hasattr(module, "forward_at"):
+        out = module.forward_at(hidden, mask, rows, steps, norm[rows, steps])
+    else:  # before forward_at: every position, then the real ones
+        out = module.forward_positions(hidden, mask, norm)
+        out = {key: getattr(out, key)[rows, steps] for key in ("thought", "factors", "attention", "gates", "all_gates")}
+        out = argparse.Namespace(**out)
     (out.thought.sum() + out.attention.square().sum() + out.factors.sum()).backward()
     return time.thread_time() - start, out
 
@@ -71,9 +80,11 @@ def main():
         torch.nn.init.normal_(param, std=0.1)
     other.load_state_dict(current.state_dict())
     rows = []
-    for dataset, (batch, length) in SHAPES.items():
+    for dataset, (batch, length, real) in SHAPES.items():
         hidden = torch.randn(batch, length, args.hidden_size, requires_grad=True)
-        lengths = torch.randint(1, length + 1, (batch,))
+        lengths = torch.randint(1, length + 1, (batch,))  # uniform: about half the positions real
+        if real is not None:  # short histories: lengths 1..2 * real * length, uniform
+            lengths = torch.randint(1, round(2 * real * length) + 1, (batch,))
         mask = torch.arange(length)[None] < lengths[:, None]
         norm = torch.rand(batch, length) + 0.5
         times, first = {"current": [], args.against: []}, {}
@@ -100,7 +111,8 @@ def main():
             }
         )
     print(
-        f"forward + backward of forward_positions, median of {args.steps} (one thread's CPU time), "
+        f"forward + backward of the latent module at every real position, median of {args.steps} "
+        f"(one thread's CPU time), "
         f"D={args.hidden_size} K={args.n_factors} T={args.latent_steps}, load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'shape':<14}{'B x L':>9}{'current s':>11}{args.against + ' s':>12}{'speed-up':>10}{'max |diff|':>12}")

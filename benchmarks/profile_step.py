@@ -36,7 +36,7 @@ SPECS = [
         {"train_all_positions": True},
         {
             "encode": "pass 1 (backbone over the history)",
-            "latent.forward_positions": "latent factors",
+            "latent.forward_at": "latent factors",
             "backbone.extend": "pass 2 (thought tokens)",
             "item_scores": "item scores",
             "loss_fct.forward": "cross-entropy",

@@ -173,19 +173,24 @@ def test_fused_refinement_equals_the_plain_equations():
     torch.testing.assert_close(raw.thought, z_last)
 
 
-def test_fused_refinement_at_every_position_equals_the_plain_equations_on_each_prefix():
+def test_refinement_at_chosen_positions_equals_the_plain_equations_on_each_prefix():
     hidden, mask, _, _ = (x.double() if x.is_floating_point() else x for x in _inputs(lengths=(6, 4)))
     norm = torch.tensor([[1.0, 2.0, 0.5, 1.5, 1.0, 3.0], [2.0, 1.0, 1.0, 0.5, 1.0, 1.0]], dtype=torch.float64)
+    rows, steps = mask.nonzero(as_tuple=True)  # every real position, as FLR's all-positions training takes them
+    rows, steps = rows.flip(0), steps.flip(0)  # in no particular order
+    prefix = mask[rows] & (torch.arange(L)[None] <= steps[:, None])
     module = _module().double()
     with torch.no_grad():
-        out = module.forward_positions(hidden, mask, norm)
-        for t in range(L):
-            prefix = mask & (torch.arange(L)[None] <= t)
-            rows = [b for b in range(2) if mask[b, t]]  # a padded position's thought is never used
-            thought, factors, attention, gates, _, _ = _reference(
-                module, hidden[rows], prefix[rows], hidden[rows, t], norm[rows, t]
+        out = module.forward_at(hidden, mask, rows, steps, norm[rows, steps], per_factor=True)
+        assert out.thought.shape == (len(rows), D) and out.attention.shape == (len(rows), K, L)
+        assert (out.mask == prefix).all()
+        assert (out.attention[~prefix[:, None].expand(-1, K, -1)] == 0).all()
+        for n, (b, t) in enumerate(zip(rows.tolist(), steps.tolist())):
+            thought, factors, attention, gates, per_factor, _ = _reference(
+                module, hidden[b : b + 1], prefix[n : n + 1], hidden[b : b + 1, t], norm[b : b + 1, t]
             )
-            torch.testing.assert_close(out.thought[rows, t], thought)
-            torch.testing.assert_close(out.factors[rows, t], factors)
-            torch.testing.assert_close(out.attention[rows, t], attention)
-            torch.testing.assert_close(out.all_gates[rows, t], gates)
+            torch.testing.assert_close(out.thought[n : n + 1], thought)
+            torch.testing.assert_close(out.factors[n : n + 1], factors)
+            torch.testing.assert_close(out.attention[n : n + 1], attention)
+            torch.testing.assert_close(out.all_gates[n : n + 1], gates)
+            torch.testing.assert_close(out.factor_thoughts[n : n + 1], per_factor)

@@ -303,17 +303,20 @@ class FLR(SequentialRecommender):
         rows, steps, targets = real_positions(item_seq, item_seq_len, target)  # [N] each
         pass1 = self.encode(item_seq, item_seq_len)
         mask, prefix_norm = pass1.mask, pass1.prefix_norm  # [B L] each
-        prefix = mask[rows] & (torch.arange(mask.size(1), device=mask.device)[None] <= steps[:, None])  # [N L]
-        positions = LatentOutput(None, None, None, None, None, prefix)
+        norm = prefix_norm[rows, steps]  # [N]
         if self.thought_source == "latent":
-            latent = self.latent.forward_positions(pass1.hidden, mask, prefix_norm, self.per_factor, self._raw_state)
-            thought, positions = latent.thought, latent.at(rows, steps, prefix)  # [B L D], the N positions'
+            positions = self.latent.forward_at(pass1.hidden, mask, rows, steps, norm, self.per_factor, self._raw_state)
         else:
-            thought = self._constant_thought(prefix_norm) if self.thought_source == "constant" else None  # [B L D]
+            prefix = mask[rows] & (torch.arange(mask.size(1), device=mask.device)[None] <= steps[:, None])  # [N L]
+            thought = self._constant_thought(norm) if self.thought_source == "constant" else None  # [N D]
+            positions = LatentOutput(thought, None, None, None, None, prefix)
         if self.user_vector == "pass2":
-            # one thought token per position, seeing the prefix and the history up to its position only
+            # one thought token per position, seeing the prefix and the history up to its position only (so the
+            # zeros at the padded positions are seen by no real one)
+            tokens = positions.thought.new_zeros(*mask.shape, positions.thought.size(-1))
+            tokens = tokens.index_put((rows, steps), positions.thought)  # [B L D]
             sees, position_ids = pass1.thought_masks()
-            state = self.backbone.extend(pass1.cache, thought, position_ids, sees)[rows, steps]  # [N D]
+            state = self.backbone.extend(pass1.cache, tokens, position_ids, sees)[rows, steps]  # [N D]
             logits = self.item_scores(self.user_projection(state))  # [N n_items]
         else:  # no pass 2: each position is scored as :meth:`scores` scores a history ending there
             logits = self.scores(replace(pass1, last=pass1.hidden[rows, steps]), positions)  # [N n_items]

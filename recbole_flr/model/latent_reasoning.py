@@ -41,14 +41,6 @@ class LatentOutput:
     mask: torch.Tensor
     factor_thoughts: torch.Tensor = None
 
-    def at(self, rows, steps, mask):
-        r"""The outputs of the positions (rows [N], steps [N]) of :meth:`FactorizedLatentReasoning.forward_positions`
-        (each field indexed [B, L, ...] -> [N, ...]), with ``mask`` [N, L] the positions' prefixes."""
-        fields = (self.thought, self.factors, self.attention, self.gates, self.all_gates)
-        picked = [None if field is None else field[rows, steps] for field in fields]
-        factor_thoughts = None if self.factor_thoughts is None else self.factor_thoughts[rows, steps]
-        return LatentOutput(*picked, mask, factor_thoughts)
-
 
 class FactorizedLatentReasoning(nn.Module):
     r"""Iterative multi-factor attention over the history that produces one latent thought.
@@ -94,61 +86,72 @@ class FactorizedLatentReasoning(nn.Module):
         Returns:
             LatentOutput: thought, factors, attention, gates (and the mask it was given).
         """
-        blocked = ~mask[:, None, None, :]  # [B 1 1 L]
-        out = self._refine(hidden, blocked, start[:, None], target_norm[:, None], per_factor, raw)
-        thought, factors, attention, gates, factor_thoughts = (None if x is None else x[:, 0] for x in out)
+        rows = torch.arange(hidden.size(0), device=hidden.device)
+        thought, factors, attention, gates, factor_thoughts = self._refine(
+            hidden, mask[:, None], start, rows, torch.zeros_like(rows), target_norm, per_factor, raw
+        )
         return LatentOutput(thought, factors, attention, gates[:, -1], gates, mask, factor_thoughts)
 
-    def forward_positions(self, hidden, mask, target_norm, per_factor=False, raw=False):
-        r"""One latent thought per history position at once: the thought of position t is exactly what
-        :meth:`forward` gives for the prefix ending at t (z_0 = the state at t, attention over real positions <= t).
-
-        Used to take the loss at every position of a sequence in one pass (``train_all_positions``).
+    def forward_at(self, hidden, mask, rows, steps, target_norm, per_factor=False, raw=False):
+        r"""The latent thoughts of N chosen positions (row, step) of a batch of histories: position (b, t) gets
+        exactly what :meth:`forward` gives for the prefix of history b ending at t (z_0 = the state at t, attention
+        over the real positions <= t). Used to take the loss at every real position of a batch in one pass
+        (``train_all_positions``): the attention runs over the [B, L] grid of positions, the rest (projections,
+        gate, LayerNorm: most of the cost) over the N chosen positions only.
 
         Args:
             hidden (torch.Tensor): pass-1 states, shape [B, L, D] (causal, so position t saw only its prefix).
             mask (torch.Tensor): True at real history positions, shape [B, L]; position 0 is real.
-            target_norm (torch.Tensor): the norm each position's thought is scaled to, shape [B, L].
-            per_factor (bool): also return one thought per factor and position (``factor_thoughts`` [B, L, K, D]).
+            rows (torch.Tensor): the history of each position, shape [N].
+            steps (torch.Tensor): the position in it, shape [N].
+            target_norm (torch.Tensor): the norm each thought is scaled to, shape [N].
+            per_factor (bool): also return one thought per factor and position (``factor_thoughts`` [N, K, D]).
             raw (bool): the latent states z_T as the thoughts (see :meth:`forward`).
 
         Returns:
-            LatentOutput: thought [B, L, D], factors [B, L, K, D], attention [B, L, K, L] (zero after t and on
-            padding), gates [B, L, K], all_gates [B, L, T, K], and ``mask`` as given.
+            LatentOutput: thought [N, D], factors [N, K, D], attention [N, K, L] (zero after the step and on
+            padding), gates [N, K], all_gates [N, T, K], and ``mask``: each position's prefix, [N, L].
         """
         length = hidden.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()  # [L(query) L(key)]
-        blocked = ~(causal[None] & mask[:, None, :])[:, :, None, :]  # [B L 1 L]
+        visible = causal[None] & mask[:, None, :]  # [B L L]: every slot sees position 0 at least
         thought, factors, attention, gates, factor_thoughts = self._refine(
-            hidden, blocked, hidden, target_norm, per_factor, raw
+            hidden, visible, hidden[rows, steps], rows, steps, target_norm, per_factor, raw
         )
-        return LatentOutput(thought, factors, attention, gates[:, :, -1], gates, mask, factor_thoughts)
+        return LatentOutput(thought, factors, attention, gates[:, -1], gates, visible[rows, steps], factor_thoughts)
 
-    def _refine(self, hidden, blocked, start, target_norm, per_factor=False, raw=False):
-        r"""The T refinement steps for P queries per history (P = 1 for :meth:`forward`, L for all positions).
+    def _refine(self, hidden, visible, start, rows, slots, target_norm, per_factor=False, raw=False):
+        r"""The T refinement steps for N queries: query n is slot ``slots[n]`` of history ``rows[n]``.
 
-        Written for speed (same maths as the class docstring): the K query projections are one matmul, the constant
-        part W_k c_k + b_k and the 1/sqrt(D) are folded, the mask is one additive bias (every query sees at least one
+        Written for speed (same maths as the class docstring): keys and values are computed once per history and the
+        attention runs over a [B, P] grid of slots (P = L for all positions, 1 for one query per history), while the
+        projections and the gate, most of the cost, run over the N queries only (a quarter of the grid's slots on
+        amazon-games-mini, whose histories are short); the K query projections are one matmul, the constant part
+        W_k c_k + b_k and the 1/sqrt(D) are folded, the mask is one additive bias (every slot sees at least one
         position, so the softmax is exactly 0 where blocked), and the gate's first layer is split so z_{t-1}'s half is
         computed once per query instead of once per factor.
 
         Args:
-            hidden (torch.Tensor): pass-1 states of the history, shape [B, L, D].
-            blocked (torch.Tensor): bool, True where a query may not look, shape [B, P, 1, L].
-            start (torch.Tensor): z_0 of each query, shape [B, P, D].
-            target_norm (torch.Tensor): the norm each thought is scaled to, shape [B, P].
+            hidden (torch.Tensor): pass-1 states of the histories, shape [B, L, D].
+            visible (torch.Tensor): bool, True where each slot may look, shape [B, P, L] (at least one per slot).
+            start (torch.Tensor): z_0 of each query, shape [N, D].
+            rows (torch.Tensor): the history of each query, shape [N].
+            slots (torch.Tensor): the slot of each query in it, shape [N] (no two queries share a slot).
+            target_norm (torch.Tensor): the norm each thought is scaled to, shape [N].
             per_factor (bool): also compute the per-factor thoughts W_o LayerNorm(z_{T-1} + f_k) of the last step.
             raw (bool): z_T and LayerNorm(z_{T-1} + f_k) themselves, without W_o and the rescaling.
 
         Returns:
-            tuple: thought [B, P, D], last step's factors [B, P, K, D] and attention [B, P, K, L], gates [B, P, T, K],
-            per-factor thoughts [B, P, K, D] (None unless ``per_factor``).
+            tuple: thought [N, D], last step's factors [N, K, D] and attention [N, K, L], gates [N, T, K], per-factor
+            thoughts [N, K, D] (None unless ``per_factor``).
         """
-        batch, queries_per_row, dim = start.shape
-        n_factors, length = self.n_factors, hidden.size(1)
+        n_queries, dim = start.shape
+        batch, n_slots, length = visible.shape
+        n_factors = self.n_factors
         keys, values = self.key(hidden), self.value(hidden)  # [B L D]
         keys_t = keys.transpose(1, 2) * dim**-0.5  # [B D L], the 1/sqrt(D) folded in
-        bias = torch.zeros(blocked.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(blocked, float("-inf"))
+        bias = torch.zeros(visible.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(~visible, float("-inf"))
+        bias = bias[:, :, None]  # [B P 1 L], broadcast over the factors
         query_weight = self.query_weight.permute(2, 0, 1).reshape(dim, n_factors * dim)  # [D K*D]: block k is W_k^T
         query_const = torch.einsum("kd,ked->ke", self.factor_embedding, self.query_weight) + self.query_bias  # [K D]
         gate_in, gate_act, gate_out = self.gate
@@ -156,20 +159,22 @@ class FactorizedLatentReasoning(nn.Module):
         z, gates = start, []
         for _ in range(self.latent_steps):
             z_prev = z
-            queries = (z @ query_weight).view(batch, queries_per_row, n_factors, dim) + query_const  # [B P K D]
-            scores = queries.view(batch, queries_per_row * n_factors, dim) @ keys_t  # [B P*K L]
-            attention = (scores.view(batch, queries_per_row, n_factors, length) + bias).softmax(-1)  # [B P K L]
-            factors = (attention.view(batch, -1, length) @ values).view(batch, queries_per_row, n_factors, dim)
-            gate_hidden = F.linear(z, gate_z, gate_in.bias)[:, :, None] + F.linear(factors, gate_f)  # [B P K D]
-            beta = gate_out(gate_act(gate_hidden)).squeeze(-1).softmax(-1)  # [B P K]
-            z = self.norm(z + (beta[..., None] * factors).sum(2))
+            queries = (z @ query_weight).view(n_queries, n_factors, dim) + query_const  # [N K D]
+            grid = queries.new_zeros(batch, n_slots, n_factors, dim).index_put((rows, slots), queries)  # [B P K D]
+            scores = grid.view(batch, n_slots * n_factors, dim) @ keys_t  # [B P*K L]
+            attention = (scores.view(batch, n_slots, n_factors, length) + bias).softmax(-1)  # [B P K L]
+            factors = (attention.view(batch, -1, length) @ values).view(batch, n_slots, n_factors, dim)
+            attention, factors = attention[rows, slots], factors[rows, slots]  # [N K L], [N K D]
+            gate_hidden = F.linear(z, gate_z, gate_in.bias)[:, None] + F.linear(factors, gate_f)  # [N K D]
+            beta = gate_out(gate_act(gate_hidden)).squeeze(-1).softmax(-1)  # [N K]
+            z = self.norm(z + (beta[..., None] * factors).sum(1))
             gates.append(beta)
         thought = z if raw else self._scaled_output(z, target_norm)
         factor_thoughts = None
         if per_factor:  # each factor's own update of the last step, as if its gate were 1
-            factor_thoughts = self.norm(z_prev[:, :, None] + factors)
-            factor_thoughts = factor_thoughts if raw else self._scaled_output(factor_thoughts, target_norm[..., None])
-        return thought, factors, attention, torch.stack(gates, dim=2), factor_thoughts
+            factor_thoughts = self.norm(z_prev[:, None] + factors)
+            factor_thoughts = factor_thoughts if raw else self._scaled_output(factor_thoughts, target_norm[:, None])
+        return thought, factors, attention, torch.stack(gates, dim=1), factor_thoughts
 
     def _scaled_output(self, z, target_norm):
         r"""W_o z rescaled to ``target_norm`` (broadcast over z's leading dimensions)."""
