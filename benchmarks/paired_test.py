@@ -9,8 +9,10 @@ paired t-test. Every checkpoint's own mean is printed beside it: it must equal t
 
 A checkpoint followed by ``:sft`` is tested with the SFT weights that its run's GRPO-stage last checkpoint
 (``<best>-last.pth``) keeps (``grpo_sft_weights``, as in benchmarks/sft_test.py): GRPO against its own SFT, user by
-user. Every checkpoint must be of the same dataset and split. Writes ``benchmarks/results/paired_test-<dataset><tag>
-.json``. Example (FLR's default against its backbone alone, 3 seeds each):
+user. Every checkpoint must be of the same dataset and split. The same comparison is repeated within bins of the test
+users' history length (``--length_bins``: where in the data does A differ from B?). Writes
+``benchmarks/results/paired_test-<dataset><tag>.json``. Example (FLR's default against its backbone alone, 3 seeds
+each):
 
     python benchmarks/paired_test.py --a saved/FLR-amazon-games-<a1>.pth <a2> <a3> --b <b1> <b2> <b3> \
         --label_a "FLR default" --label_b "backbone alone" --results_tag=-flr-vs-backbone
@@ -54,8 +56,8 @@ def per_user(checkpoint, k=10):
     r"""Each test user's NDCG@k and Recall@k under ``checkpoint`` (``path`` or ``path:sft``).
 
     Returns:
-        dict: ``users`` (ids, sorted), ``ndcg`` and ``recall`` (arrays in that order), ``dataset``, ``seed``,
-        ``model``.
+        dict: ``users`` (ids, sorted), ``ndcg``, ``recall`` and ``length`` (the history length the model read, at most
+        the history window; arrays in that order), ``dataset``, ``seed``, ``model``.
     """
     path, sft = split_sft_suffix(checkpoint)
     config, model, dataset, _, _, test_data = load_data_and_model(path)
@@ -63,7 +65,7 @@ def per_user(checkpoint, k=10):
         swap_in_sft_weights(model, last_checkpoint_file(path))
     model.eval()
     n_items, user_field = dataset.item_num, config["USER_ID_FIELD"]
-    users, ndcg, recall = [], [], []
+    users, ndcg, recall, length = [], [], [], []
     for interaction, history_index, positive_u, positive_i in test_data:  # RecBole's full-sort batches
         scores = model.full_sort_predict(interaction.to(config["device"])).view(-1, n_items)
         scores[:, 0] = -np.inf  # the padding item, as RecBole's Trainer._full_sort_batch_eval
@@ -73,12 +75,14 @@ def per_user(checkpoint, k=10):
         users.append(interaction[user_field].cpu().numpy())
         ndcg.append(batch_ndcg.cpu().numpy())
         recall.append(batch_recall.cpu().numpy())
+        length.append(interaction[model.ITEM_SEQ_LEN].cpu().numpy())
     users = np.concatenate(users)
     order = np.argsort(users, kind="stable")
     return {
         "users": users[order],
         "ndcg": np.concatenate(ndcg)[order],
         "recall": np.concatenate(recall)[order],
+        "length": np.concatenate(length)[order],
         "dataset": config["dataset"],
         "seed": config["seed"],
         "model": config["model"],
@@ -120,6 +124,23 @@ def paired(a, b, n_boot=2000, seed=0, chunk=100):
     }
 
 
+def by_length(a, b, length, edges, n_boot=2000):
+    r""":func:`paired` within bins of the users' history length: bin i holds edges[i] <= length < edges[i + 1] (the
+    last bin is open); empty bins are left out.
+
+    Returns:
+        list: one dict per bin, ``lengths`` ("5-9", "20+") and :func:`paired`'s fields.
+    """
+    bins = []
+    for i, low in enumerate(edges):
+        high = edges[i + 1] if i + 1 < len(edges) else None
+        keep = (length >= low) & (length < high if high is not None else True)
+        if keep.any():
+            name = f"{low}+" if high is None else (f"{low}" if high == low + 1 else f"{low}-{high - 1}")
+            bins.append({"lengths": name, **paired(np.asarray(a)[keep], np.asarray(b)[keep], n_boot)})
+    return bins
+
+
 def group_mean(rows, label):
     r"""Per-user means over a group's checkpoints (its seeds); every checkpoint must hold the same test users."""
     users = rows[0]["users"]
@@ -138,7 +159,9 @@ def main():
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--n_boot", type=int, default=2000)
     parser.add_argument("--results_tag", default="")
+    parser.add_argument("--length_bins", default="1,5,10,20", help="lower edges of the history-length bins")
     args = parser.parse_args()
+    edges = [int(x) for x in args.length_bins.split(",")]
     torch.set_num_threads(1)
     groups = {}
     for label, checkpoints in ((args.label_a, args.a), (args.label_b, args.b)):
@@ -169,6 +192,12 @@ def main():
         },  # fmt: skip
         f"ndcg@{args.k}": paired(a["ndcg"], b["ndcg"], args.n_boot),
         f"recall@{args.k}": paired(a["recall"], b["recall"], args.n_boot),
+        "by_history_length": {
+            f"ndcg@{args.k}": by_length(a["ndcg"], b["ndcg"], groups[args.label_a][0]["length"], edges, args.n_boot),
+            f"recall@{args.k}": by_length(
+                a["recall"], b["recall"], groups[args.label_a][0]["length"], edges, args.n_boot
+            ),
+        },
     }
     for metric in (f"ndcg@{args.k}", f"recall@{args.k}"):
         r = result[metric]
@@ -176,6 +205,12 @@ def main():
             f"{metric}: {args.label_a} {r['mean_a']:.4f} vs {args.label_b} {r['mean_b']:.4f}: ratio {r['ratio']:.3f} "
             f"[{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}], users better {r['a_better']} / {r['b_better']}, "
             f"sign p {r['sign_p']:.3g}, t p {r['t_p']:.3g}"
+        )
+    print(f"by history length, ndcg@{args.k}: lengths, users, {args.label_a}, {args.label_b}, ratio [95 % interval]")
+    for r in result["by_history_length"][f"ndcg@{args.k}"]:
+        print(
+            f"  {r['lengths']:>6} {r['n_users']:>7} {r['mean_a']:.4f} {r['mean_b']:.4f} {r['ratio']:.3f} "
+            f"[{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
         )
     dataset = groups[args.label_a][0]["dataset"]
     out = os.path.join(HERE, "results", f"paired_test-{dataset}{args.results_tag}.json")

@@ -134,6 +134,14 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
             {"user_vector": "latent_state", "factor_aggregation": "mixture", "train_stages": ["sft", "grpo"]},
             "GRPO stage",
         ),
+        (
+            {"thought_source": "none", "user_vector": "last_state", "train_stages": ["sft", "grpo"]},
+            "needs grpo_trainable: all and grpo_surrogate: gaussian (got 'latent', 'gaussian'",
+        ),
+        (
+            {"thought_source": "constant", "user_vector": "pass2", "train_stages": ["grpo"]},
+            "GRPO stage",
+        ),
     ],
 )
 def test_illegal_mixes_are_refused_by_name(tiny_config_dict, settings, named):

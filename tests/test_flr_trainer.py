@@ -69,6 +69,25 @@ def test_grpo_with_trainable_latent_changes_only_the_latent_module(tiny_config_d
     assert 0.0 <= stats["clip_frac"] <= 1.0 and 0.0 < stats["signal_share"] <= 1.0
 
 
+@pytest.mark.parametrize("head", ["latent", "backbone"])
+def test_grpo_with_trainable_all_moves_the_backbone_and_the_item_table(tiny_config_dict, head):
+    r"""``grpo_trainable: all`` trains what SFT trained: the surrogate's gradient reaches pass 1 (it did not before
+    2026-11-30: only the latent module moved). On the backbone alone (GRPO's own control) the thought it samples
+    around is pass 1's last state."""
+    extra = {"thought_source": "none", "user_vector": "last_state"} if head == "backbone" else {}
+    config_dict = {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_trainable": "all", **extra}
+    config, model, train_data, _, _ = _build(config_dict)
+    trainer = FLRTrainer(config, model)
+    before = _snapshot(model)
+    trainer.fit(train_data, None, saved=False)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert any(n.startswith("backbone.") for n in changed), changed
+    assert "item_embedding.weight" in changed
+    assert any(n.startswith("latent.") for n in changed) == (head == "latent")
+    stats = trainer.grpo_epoch_stats()
+    assert math.isfinite(stats["reward_std"]) and stats["reward_std"] > 0
+
+
 @pytest.mark.parametrize("updates", [1, 2, 3])
 def test_a_rollout_is_drawn_once_and_reused_by_each_update(tiny_config_dict, monkeypatch, updates):
     config, model, train_data, _, _ = _build(

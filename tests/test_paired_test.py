@@ -43,6 +43,19 @@ def test_paired_statistics_of_a_constant_shift_and_of_no_difference(paired_test)
     assert noisy["diff_ci"][0] < 0 < noisy["diff_ci"][1] and noisy["sign_p"] > 0.01
 
 
+def test_history_length_bins_split_the_users_and_compare_within_each(paired_test):
+    length = np.array([1, 2, 5, 9, 10, 20, 20, 3])
+    a = np.array([0.2, 0.4, 0.1, 0.3, 0.5, 0.0, 1.0, 0.0])
+    b = np.array([0.1, 0.2, 0.1, 0.3, 0.5, 0.5, 0.5, 0.0])
+    bins = paired_test.by_length(a, b, length, [1, 5, 10, 15, 20], n_boot=50)
+    assert [r["lengths"] for r in bins] == ["1-4", "5-9", "10-14", "20+"]  # 15-19 holds nobody: left out
+    assert [r["n_users"] for r in bins] == [3, 2, 1, 2]
+    assert bins[0]["mean_a"] == pytest.approx(0.2) and bins[0]["ratio"] == pytest.approx(2.0)
+    assert bins[0]["a_better"] == 2 and bins[0]["b_better"] == 0  # user 8 (length 3) ties
+    assert bins[1]["diff"] == 0 and bins[2]["ratio"] == 1.0
+    assert bins[3]["mean_a"] == pytest.approx(0.5) and bins[3]["a_better"] == 1 and bins[3]["b_better"] == 1
+
+
 def test_per_user_means_equal_the_runs_logged_test_results(paired_test, tiny_dataset_dir, tmp_path):
     settings = tiny_settings(str(tmp_path), epochs=2, train_stages=["sft", "grpo"], grpo_epochs=1)
     result = run_recbole_flr("FLR", "tiny", config_dict=settings)
@@ -50,6 +63,8 @@ def test_per_user_means_equal_the_runs_logged_test_results(paired_test, tiny_dat
     assert final["ndcg"].mean() == pytest.approx(result["test_result"]["ndcg@10"], abs=5e-5)
     assert final["recall"].mean() == pytest.approx(result["test_result"]["recall@10"], abs=5e-5)
     assert np.all(np.diff(final["users"].astype(np.int64)) > 0)  # one row per user, sorted
+    assert final["length"].shape == final["users"].shape and final["length"].dtype.kind == "i"
+    assert final["length"].min() >= 1
     # the SFT weights kept by the last checkpoint: sft_test.py's figure, and the groups pair user by user
     sft = paired_test.per_user(result["saved_model_file"] + ":sft")
     sft_test = benchmark_script("sft_test").sft_and_final(result["saved_model_file"][: -len(".pth")] + "-last.pth")

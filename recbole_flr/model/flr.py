@@ -87,7 +87,7 @@ class FLR(SequentialRecommender):
         # a latent state that is scored (not fed to pass 2 as a token) keeps LayerNorm's scale, ~sqrt(D), as pass 1's
         # last state does: rescaled to an input embedding's norm (~0.16 at init) its softmax started near uniform
         self._raw_state = self.user_vector == "latent_state"
-        check_settings(self, config["train_stages"])
+        check_settings(self, config)
         self.train_all_positions = self.train_all_positions is True
 
         # define layers and loss
@@ -191,11 +191,11 @@ class FLR(SequentialRecommender):
     def reason(self, pass1, per_factor=False):
         r"""Multi-factor latent reasoning over the pass-1 states; returns a :class:`LatentOutput` (each factor's own
         thought too if ``per_factor`` or a mixture). With ``thought_source: constant`` the thought is a learned vector
-        scaled like a real thought and the factor fields are None; with ``none`` the thought is None too."""
+        scaled like a real thought, with ``none`` (the backbone alone) pass 1's last state; the factor fields None."""
         if self.thought_source == "latent":
             hidden, mask, per_factor = pass1.hidden, pass1.mask, per_factor or self.per_factor
             return self.latent(hidden, mask, pass1.last, pass1.input_norm, per_factor, self._raw_state)
-        thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else None
+        thought = self._constant_thought(pass1.input_norm) if self.thought_source == "constant" else pass1.last
         return LatentOutput(thought, None, None, None, None, pass1.mask)
 
     def _constant_thought(self, target_norm):
@@ -215,7 +215,7 @@ class FLR(SequentialRecommender):
         Returns:
             torch.Tensor: user vectors u, shape [B * G, D].
         """
-        if self.user_vector == "latent_state":  # no pass 2: the latent state is the user vector
+        if self.user_vector != "pass2":  # no pass 2: the latent state (or pass 1's last state) is the user vector
             return self.user_projection(thought)
         batch = pass1.mask.size(0)
         if thought.size(0) % batch:
@@ -302,8 +302,7 @@ class FLR(SequentialRecommender):
         """
         rows, steps, targets = real_positions(item_seq, item_seq_len, target)  # [N] each
         pass1 = self.encode(item_seq, item_seq_len)
-        mask, prefix_norm = pass1.mask, pass1.prefix_norm  # [B L] each
-        norm = prefix_norm[rows, steps]  # [N]
+        mask, norm = pass1.mask, pass1.prefix_norm[rows, steps]  # [B L], [N]
         if self.thought_source == "latent":
             positions = self.latent.forward_at(pass1.hidden, mask, rows, steps, norm, self.per_factor, self._raw_state)
         else:
@@ -311,10 +310,8 @@ class FLR(SequentialRecommender):
             thought = self._constant_thought(norm) if self.thought_source == "constant" else None  # [N D]
             positions = LatentOutput(thought, None, None, None, None, prefix)
         if self.user_vector == "pass2":
-            # one thought token per position, seeing the prefix and the history up to its position only (so the
-            # zeros at the padded positions are seen by no real one)
-            tokens = positions.thought.new_zeros(*mask.shape, positions.thought.size(-1))
-            tokens = tokens.index_put((rows, steps), positions.thought)  # [B L D]
+            # one thought token per position, seeing its prefix only (no real position sees the padded ones' zeros)
+            tokens = pass1.hidden.new_zeros(pass1.hidden.shape).index_put((rows, steps), positions.thought)  # [B L D]
             sees, position_ids = pass1.thought_masks()
             state = self.backbone.extend(pass1.cache, tokens, position_ids, sees)[rows, steps]  # [N D]
             logits = self.item_scores(self.user_projection(state))  # [N n_items]

@@ -17,15 +17,17 @@ USER_VECTORS = ("pass2", "last_state", "latent_state")
 FACTOR_AGGREGATIONS = ("sum", "mixture", "max")
 
 
-def check_settings(model, train_stages):
+def check_settings(model, config):
     r"""Refuse an illegal FLR setting with a :class:`~recbole_flr.errors.UserInputError` naming the key.
 
     Args:
         model (FLR): the model being built, its attributes named as the YAML keys (read in ``__init__``).
-        train_stages (list): ``train_stages`` (a GRPO stage needs a latent thought to sample around).
+        config (Config): for ``train_stages``, ``grpo_trainable`` and ``grpo_surrogate`` (a GRPO stage needs a
+            thought to sample around, and parameters that make it).
     """
     _check_scalars(model)
-    _check_head(model, train_stages)
+    _check_head(model)
+    _check_grpo(model, config["train_stages"] or [], config["grpo_trainable"], config["grpo_surrogate"])
     if not (model.train_all_positions in (None, False) or model.train_all_positions is True):
         raise UserInputError(f"train_all_positions={model.train_all_positions!r} is invalid: it must be True or False.")
 
@@ -56,7 +58,7 @@ def _check_scalars(model):
         raise UserInputError("item_text_only: True needs item_text_encoder (the text features items are made of).")
 
 
-def _check_head(model, train_stages):
+def _check_head(model):
     r"""The ablation switches (``thought_source``, ``user_vector``, ``factor_aggregation``) and their legal mix."""
     for key, legal in (("thought_source", THOUGHT_SOURCES), ("user_vector", USER_VECTORS),
                        ("factor_aggregation", FACTOR_AGGREGATIONS)):  # fmt: skip
@@ -78,8 +80,23 @@ def _check_head(model, train_stages):
             f"factor_aggregation: {model.factor_aggregation} scores one user vector per factor from the latent "
             "state: it needs thought_source: latent and user_vector: latent_state."
         )
-    if "grpo" in (train_stages or []) and (model.thought_source != "latent" or model.per_factor):
+
+
+def _check_grpo(model, train_stages, trainable, surrogate):
+    r"""A GRPO stage samples around a thought: the latent module's (factor_aggregation: sum), or, for the backbone
+    alone (GRPO's own control), pass 1's last state, which only ``grpo_trainable: all`` trains."""
+    if "grpo" not in train_stages:
+        return
+    backbone = model.thought_source == "none"
+    if backbone and (trainable != "all" or surrogate != "gaussian"):
+        raise UserInputError(
+            f"train_stages={list(train_stages)} on the backbone alone (thought_source: none) samples around pass 1's "
+            "last state, which only the backbone and the item table make: it needs grpo_trainable: all and "
+            f"grpo_surrogate: gaussian (got {trainable!r}, {surrogate!r}). Or set train_stages: [sft]."
+        )
+    if model.thought_source == "constant" or model.per_factor:
         raise UserInputError(
             f"train_stages={list(train_stages)} has a GRPO stage, which samples around the latent module's "
-            "thought: it needs thought_source: latent and factor_aggregation: sum. Set train_stages: [sft]."
+            "thought (or, with thought_source: none, pass 1's last state): it needs thought_source: latent and "
+            "factor_aggregation: sum. Set train_stages: [sft]."
         )

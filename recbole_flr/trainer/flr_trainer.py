@@ -415,12 +415,13 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def _grpo_loss(self, interaction):
         r"""Latent GRPO loss of one policy update: a new rollout (:meth:`_draw_rollout`) on a batch's first update, the
         stored one on the next ``grpo_updates_per_rollout - 1`` updates of the same batch (the loader yields the batch
-        that many times, trl's ``num_iterations``). Each update re-runs only the latent module with grad: the clipped
-        surrogate of the Gaussian log-density of the stored samples (its gradient reaches only the latent module) with
-        the stored ``logp_old``, the k3 KL to the SFT copy, and the factor regularisers with the model's own lambdas
-        (0 switches one off). With one update per rollout the samples come from the current policy, the ratio is 1,
-        nothing is clipped and the gradient is the plain group-relative policy gradient (REINFORCE with a group
-        baseline); from the second update on, PPO's ratio and clip act.
+        that many times, trl's ``num_iterations``). Each update re-runs the latent module with grad (with
+        ``grpo_trainable: all`` pass 1 too, so the gradient reaches the backbone and the item table it reads): the
+        clipped surrogate of the Gaussian log-density of the stored samples with the stored ``logp_old``, the k3 KL
+        to the SFT copy, and the factor regularisers with the model's own lambdas (0 switches one off). With one
+        update per rollout the samples come from the current policy, the ratio is 1, nothing is clipped and the
+        gradient is the plain group-relative policy gradient (REINFORCE with a group baseline); from the second update
+        on, PPO's ratio and clip act.
 
         Returns:
             tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
@@ -439,9 +440,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             self._rollout_uses = 0
         self._rollout_uses += 1
         pass1 = rollout.pass1
-        if self.grpo_trainable == "all":  # the backbone has changed since the rollout: the policy's mean with it
-            with torch.no_grad():
-                pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+        if self.grpo_trainable == "all":  # the policy's mean through a new pass 1, so the gradient reaches the backbone
+            pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         latent = model.reason(pass1)
         logp = self._policy_logprob(latent, rollout)
         surrogate, kl, clip_fraction = grpo.policy_loss(logp, rollout, self.grpo_epsilon, self.grpo_epsilon_high)
