@@ -1,4 +1,4 @@
-r"""Is latent GRPO's gain over SFT the reward's, or what picking the best GRPO epoch on valid gives anyway?
+r"""Is GRPO's gain over SFT the reward's, or what picking the best GRPO epoch on valid gives anyway?
 
 Collects, for one dataset, every GRPO stage started from a converged SFT checkpoint, with the real reward and with
 ``grpo_reward: random`` (the control: the same stage, the same epoch selection on valid, a reward that carries no
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import statistics
+import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 METRIC = "ndcg@10"
@@ -129,9 +130,11 @@ def paired(cells):
     ]
 
 
-def markdown(dataset, cells, summary, pairs):
+def markdown(dataset, cells, summary, pairs, command):
     lines = [
-        f"### {dataset}: latent GRPO against a random-reward control",
+        f"### {dataset}: GRPO against a random-reward control",
+        "",
+        f"Command: `{command}`",
         "",
         "| arm | reward | runs (SFT seeds) | valid above SFT | valid and test above SFT | mean valid gain "
         "| test change, % (mean ± std, min, max) |",
@@ -192,10 +195,12 @@ def main(argv=None):
     if not cells:
         parser.error(f"no GRPO runs found for {args.arms} on {args.dataset} in {RESULTS}")
     summary, pairs = summarise(cells), paired(cells)
-    text = markdown(args.dataset, cells, summary, pairs)
+    command = "python benchmarks/grpo_control.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = markdown(args.dataset, cells, summary, pairs, command)
     print(text)
     with open(name + ".json", "w") as f:
-        json.dump(dict(dataset=args.dataset, metric=METRIC, summary=summary, pairs=pairs, cells=cells), f, indent=1)
+        result = dict(command=command, dataset=args.dataset, metric=METRIC, summary=summary, pairs=pairs, cells=cells)
+        json.dump(result, f, indent=1)
     with open(name + ".md", "w") as f:
         f.write(text)
     return 0

@@ -21,6 +21,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout, installed or not
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from profile_step import clock  # noqa: E402  (thread CPU time with one torch thread, else wall time)
 
 #: (row name, model, config): ids only, the bag of title words (FLR's default), the frozen LM's title features.
 ROWS = [
@@ -36,13 +39,6 @@ ROWS = [
     ("SASRecAllPos, ids only", "SASRecAllPos", {}),
     ("SASRecAllPos, SmolLM2 title features", "SASRecAllPos", {"item_text_encoder": "smollm2"}),
 ]
-
-
-def step_clock():
-    r"""This thread's CPU seconds with one torch thread (a busy machine's waits do not count), else wall seconds."""
-    import torch
-
-    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
 def main():
@@ -74,14 +70,14 @@ def main():
     for step in range(args.rounds + 1):
         for entry in models:
             batch = entry["batches"][step % len(entry["batches"])]
-            tick = step_clock()
+            tick = clock()
             loss = entry["model"].calculate_loss(batch)
             loss = sum(loss) if isinstance(loss, tuple) else loss
             entry["optimizer"].zero_grad()
             loss.backward()
             entry["optimizer"].step()
             if step:  # the first is a warm-up
-                entry["times"].append(step_clock() - tick)
+                entry["times"].append(clock() - tick)
 
     # the one-time encoding, without the cache: model loading, then the texts
     texts = item_text.item_texts(dataset, [item_text.resolve_text_field("auto", dataset)])[1:][: args.encode_items]
@@ -100,9 +96,9 @@ def main():
         rows.append({"row": entry["name"], "step_s": step_s, "batches_per_epoch": entry["batches_per_epoch"],
                      "epoch_s": step_s * entry["batches_per_epoch"], "steps": entry["times"]})  # fmt: skip
     base = rows[-2]["epoch_s"]
-    clock = "thread CPU time" if args.threads == 1 else "wall time"
+    timing = "thread CPU time" if args.threads == 1 else "wall time"
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{args.threads} thread(s) ({clock}), load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+               f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     lines = [
         f"### {args.dataset}: what item text costs",
         "",

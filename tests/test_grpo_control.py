@@ -57,6 +57,7 @@ def test_summary_counts_a_tie_as_no_gain_and_pairs_real_with_random(results):
     assert grpo_control.main(["--dataset", "toy", "--arms", "words=default"]) == 0
     with open(results / "grpo_control-toy.json") as f:
         written = json.load(f)
+    assert written["command"] == "python benchmarks/grpo_control.py --dataset toy --arms words=default"
     real, random = (next(s for s in written["summary"] if s["reward"] == r) for r in ("real", "random"))
     assert (real["runs"], real["sft_seeds"], real["valid_above"], real["both_above"]) == (3, 2, 2, 2)
     assert real["test_gain_pct_max"] == pytest.approx(5.0) and real["test_gain_pct_min"] == pytest.approx(0.0)
