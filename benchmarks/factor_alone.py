@@ -2,7 +2,7 @@ r"""What each latent factor's thought ranks alone, against the deployed thought 
 
 For an FLR checkpoint (``factor_aggregation: sum``, K >= 2), on the valid split: mean NDCG@10 of the deployed user
 vector, of each item scored by its best factor (``factor_aggregation: max`` at inference), of each factor's own
-thought LayerNorm(z_{T-1} + f_k) weighted by the gate (the expected reward of ``grpo_surrogate: gate``'s policy) and
+thought LayerNorm(z_{T-1} + f_k) weighted by the gate (the expected reward of the gate policy, since removed) and
 uniformly, of the best and the worst factor per user (picked with hindsight), and the gate's normalised entropy and
 largest weight. The control for "best factor": the best and the mean of K random thoughts, each the deployed thought
 plus Gaussian noise as far from it as the factors' thoughts are on average (if picking among those is worth as much,

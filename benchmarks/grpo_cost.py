@@ -91,8 +91,8 @@ def main():
     parser.add_argument("--num_generations", type=int, default=8)
     parser.add_argument("--train_batch_size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--surrogate", default="gaussian", choices=["gaussian"])  # target_logprob: removed (issue 14)
-    parser.add_argument("--trainable", default="latent", choices=["latent", "latent+head", "all"])
+    parser.add_argument("--surrogate", default="gaussian", choices=["gaussian"])  # the one policy (kept in file names)
+    parser.add_argument("--trainable", default="latent", choices=["latent", "all"])
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument(
         "--decode",
@@ -108,7 +108,6 @@ def main():
         "data_path": data_path,
         "train_batch_size": args.train_batch_size,
         "grpo_num_generations": args.num_generations,
-        "grpo_surrogate": args.surrogate,
         "grpo_trainable": args.trainable,
         "grpo_beta": args.beta,
         "show_progress": False,

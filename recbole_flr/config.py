@@ -161,6 +161,19 @@ RECBOLE_RANGES = {
     "MAX_ITEM_LIST_LENGTH": "[1, inf)",
     "worker": "[0, inf)",
 }
+#: settings that were removed, and why: ``{(key, value): reason}``, value None for every value of the key. A removed
+#: key's value that still holds (``KEPT``: what every run now does) is accepted, so old YAML files and checkpoints load.
+REMOVED = {
+    ("grpo_surrogate", "target_logprob"): "with group-centred advantages its gradient pointed against the reward's "
+    "(cosine -0.24 to -0.31, issue 14), so it trained the latent away from the reward",
+    ("grpo_surrogate", None): "the GRPO policy is the Gaussian thought policy (gaussian); the gate policy (gate) was "
+    "level with a random-reward control on test (issue 14, docs/benchmarks.md)",
+    ("grpo_trainable", "gate"): "it trained the gate scorer for the gate policy, which was removed (level with a "
+    "random-reward control on test, issue 14, docs/benchmarks.md)",
+    ("grpo_trainable", "latent+head"): "the Gaussian log-density reaches only the latent module, so the head got no "
+    "GRPO gradient",
+}
+KEPT = {"grpo_surrogate": "gaussian"}
 TYPE_ANNOTATION = re.compile(r"^([A-Za-z_]\w*):.*#\s*\(([\w ]+)\)(.*)$")
 KEY_READ = re.compile(r"""config\[\s*["']([A-Za-z_]\w*)["']\s*\]""")
 
@@ -214,7 +227,7 @@ def _properties_files(config):
 def known_keys():
     r"""Every key that some model, dataset, trainer or default knows: the top-level keys of every RecBole and plugin
     properties YAML file, every ``config["key"]`` read in RecBole's and the plugin's code, and the run script's."""
-    known = set(RUN_KEYS) | set(RECBOLE_RANGES)
+    known = set(RUN_KEYS) | set(RECBOLE_RANGES) | {key for key, _ in REMOVED}
     for folder in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
         for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
             if path.endswith("url.yaml"):  # url.yaml, kg_url.yaml: dataset names, not settings
@@ -278,7 +291,8 @@ def _check_value(config, key, kind, legal, doc, source):
 def check_values(config):
     r"""Check every key the user set against the type and ``Range in`` documented in its properties YAML (RecBole's
     ``overall.yaml``, the model's YAML, the plugin's FLR.yaml: a new documented key is covered without code) and
-    the ranges of :data:`RECBOLE_RANGES`; then ``valid_metric`` against ``metrics`` and ``topk``."""
+    the ranges of :data:`RECBOLE_RANGES`, and refuse a removed setting with its reason (:data:`REMOVED`); then
+    ``valid_metric`` against ``metrics`` and ``topk``."""
     documented = {}
     for path in _properties_files(config):
         for key, spec in read_documented_keys(path).items():
@@ -290,6 +304,10 @@ def check_values(config):
                 ),
             )
     for key in config.external_config_dict:
+        value = config[key]
+        reason = REMOVED.get((key, value if isinstance(value, str) else None)) or REMOVED.get((key, None))
+        if reason and KEPT.get(key, object()) != value:
+            raise UserInputError(f"{key}: {value} was removed (in {_where(config, key)}): {reason}.")
         if key in documented:
             kind, legal, doc, source = documented[key]
             _check_value(config, key, kind if kind in ("int", "float", "bool") else None, legal, doc, source)

@@ -136,7 +136,7 @@ def test_each_head_trains_and_its_gradient_reaches_what_it_claims(tiny_config_di
         ),
         (
             {"thought_source": "none", "user_vector": "last_state", "train_stages": ["sft", "grpo"]},
-            "needs grpo_trainable: all and grpo_surrogate: gaussian (got 'latent', 'gaussian'",
+            "needs grpo_trainable: all (got 'latent'",
         ),
         (
             {"thought_source": "constant", "user_vector": "pass2", "train_stages": ["grpo"]},

@@ -1,6 +1,7 @@
 """FLRTrainer: SFT then latent GRPO on the tiny dataset; what trains, what is saved, what reloads."""
 
 import math
+import re
 import socket
 
 import pytest
@@ -289,46 +290,23 @@ def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
     assert trainer.grpo_loss(batch)[1].item() > 0.0
 
 
-@pytest.mark.parametrize("user_vector", ["latent_state", "pass2"])
-def test_the_gate_policy_rewards_each_factor_alone_and_trains_the_gate(tiny_config_dict, user_vector):
-    config, model, train_data, _, _ = _build(
-        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_surrogate": "gate", "grpo_beta": 0.5,
-         "grpo_learning_rate": 0.05, "user_vector": user_vector}
-    )  # fmt: skip
-    trainer = FLRTrainer(config, model)
-    assert trainer.begin_grpo()
-    batch = next(iter(train_data)).to(config["device"])
-    losses = trainer.grpo_loss(batch)
-    rollout, n_factors = trainer._rollout, config["n_factors"]
-    latent = model.reason(rollout.pass1, per_factor=True)
-    # a history's group is its K factor choices; each one's reward is the ranking of that factor's own thought
-    thoughts = latent.factor_thoughts.reshape(-1, latent.thought.size(-1))
-    scores = model.item_scores(model.decode(rollout.pass1, thoughts))
-    torch.testing.assert_close(rollout.rewards, trainer._reward_fn(scores, rollout.target.repeat_interleave(n_factors)))
-    torch.testing.assert_close(rollout.weights, latent.gates.reshape(-1))  # each weighted by its gate
-    assert rollout.samples is None and losses[1].item() == pytest.approx(0.0, abs=1e-6)  # at the reference: no KL
-    sum(losses).backward()
-    assert model.latent.gate[2].weight.grad.abs().sum() > 0  # the surrogate's gradient reaches the gate
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad()
-    assert trainer.grpo_loss(batch)[1].item() > 0.0  # the gates moved away from the SFT copy's
-
-
-def test_grpo_with_trainable_gate_changes_only_the_gate_scorer(tiny_config_dict):
-    config, model, train_data, _, _ = _build(
-        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_surrogate": "gate", "grpo_trainable": "gate"}
-    )
-    trainer = FLRTrainer(config, model)
-    before = _snapshot(model)
-    trainer.fit(train_data, None, saved=False)
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-    assert changed and all(n.startswith("latent.gate.") for n in changed), changed
-
-
-def test_the_gate_policy_needs_factors_to_choose_from(tiny_config_dict):
-    config, model, *_ = _build({**tiny_config_dict, "grpo_surrogate": "gate", "n_factors": 1})
-    with pytest.raises(ValueError, match="grpo_surrogate: gate .*n_factors >= 2 \\(got 1\\)"):
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("grpo_surrogate", "gate", "level with a random-reward control"),
+        ("grpo_trainable", "gate", "gate policy, which was removed"),
+        ("grpo_trainable", "latent+head", "the head got no GRPO gradient"),
+    ],
+)
+def test_removed_grpo_settings_are_refused_with_their_reason(tiny_config_dict, key, value, reason):
+    config, model, *_ = _build({**tiny_config_dict, key: value})
+    with pytest.raises(ValueError, match=f"{key}: {re.escape(value)} was removed .*{reason}"):
         FLRTrainer(config, model)
+
+
+def test_the_one_grpo_policy_still_loads_from_old_settings(tiny_config_dict):
+    config, model, *_ = _build({**tiny_config_dict, "grpo_surrogate": "gaussian"})  # an old YAML file or checkpoint
+    assert FLRTrainer(config, model).grpo_num_generations == tiny_config_dict.get("grpo_num_generations", 8)
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,12 @@ def check_settings(model, config):
 
     Args:
         model (FLR): the model being built, its attributes named as the YAML keys (read in ``__init__``).
-        config (Config): for ``train_stages``, ``grpo_trainable`` and ``grpo_surrogate`` (a GRPO stage needs a
+        config (Config): for ``train_stages`` and ``grpo_trainable`` (a GRPO stage needs a
             thought to sample around, and parameters that make it).
     """
     _check_scalars(model)
     _check_head(model)
-    _check_grpo(model, config["train_stages"] or [], config["grpo_trainable"], config["grpo_surrogate"])
+    _check_grpo(model, config["train_stages"] or [], config["grpo_trainable"])
     if not (model.train_all_positions in (None, False) or model.train_all_positions is True):
         raise UserInputError(f"train_all_positions={model.train_all_positions!r} is invalid: it must be True or False.")
 
@@ -82,17 +82,17 @@ def _check_head(model):
         )
 
 
-def _check_grpo(model, train_stages, trainable, surrogate):
+def _check_grpo(model, train_stages, trainable):
     r"""A GRPO stage samples around a thought: the latent module's (factor_aggregation: sum), or, for the backbone
     alone (GRPO's own control), pass 1's last state, which only ``grpo_trainable: all`` trains."""
     if "grpo" not in train_stages:
         return
     backbone = model.thought_source == "none"
-    if backbone and (trainable != "all" or surrogate != "gaussian"):
+    if backbone and trainable != "all":
         raise UserInputError(
             f"train_stages={list(train_stages)} on the backbone alone (thought_source: none) samples around pass 1's "
-            "last state, which only the backbone and the item table make: it needs grpo_trainable: all and "
-            f"grpo_surrogate: gaussian (got {trainable!r}, {surrogate!r}). Or set train_stages: [sft]."
+            f"last state, which only the backbone and the item table make: it needs grpo_trainable: all (got "
+            f"{trainable!r}). Or set train_stages: [sft]."
         )
     if model.thought_source == "constant" or model.per_factor:
         raise UserInputError(

@@ -29,8 +29,8 @@ GRPO_LOGGED = ("reward_mean", "reward_std", "adv_std", "signal_share", "clip_fra
 GRPO_KEYS = (
     "grpo_epochs", "grpo_learning_rate", "grpo_stopping_step", "grpo_trainable", "grpo_num_generations",
     "grpo_noise_std", "grpo_noise_free_first", "grpo_reward", "grpo_reward_temperature",
-    "grpo_reward_temperature_relative", "grpo_scale_rewards", "grpo_updates_per_rollout", "grpo_surrogate",
-    "grpo_epsilon", "grpo_epsilon_high", "grpo_beta",
+    "grpo_reward_temperature_relative", "grpo_scale_rewards", "grpo_updates_per_rollout", "grpo_epsilon",
+    "grpo_epsilon_high", "grpo_beta",
 )  # fmt: skip
 #: A batch's GRPO rollout (:class:`~recbole_flr.trainer.grpo.Rollout`) with its pass 1 and target ids [B].
 _Rollout = namedtuple("_Rollout", ("pass1", "target") + grpo.Rollout._fields)
@@ -52,42 +52,27 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     r"""Trainer of :class:`~recbole_flr.model.FLR`: the stages of ``train_stages`` (default ``[sft, grpo]``) in order,
     each one a call of RecBole's unchanged :meth:`~recbole.trainer.Trainer.fit` (with the hooks of
     :class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin`) with its own epochs, learning rate and early
-    stopping on ``valid_metric``.
+    stopping on ``valid_metric``; every key is documented in ``properties/model/FLR.yaml``.
 
     - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
       ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
-    - ``grpo``: latent GRPO (:meth:`_grpo_loss`, maths in :mod:`recbole_flr.trainer.grpo`) with ``grpo_epochs``,
-      ``grpo_learning_rate``, ``grpo_stopping_step``. It starts from the best SFT checkpoint, and the SFT best valid
-      score is the bar: the saved best model is only overwritten by a GRPO epoch that beats it, and if none does,
-      the SFT checkpoint stands (logged, the in-memory model is reset to the SFT weights, and the checkpoint keeps
-      ``"stage": "sft"``). ``grpo_trainable`` chooses what it trains: ``latent`` (``model.latent`` only),
-      ``latent+head`` (also every trained parameter outside the backbone, the item tables and the text encoders:
-      the user projection), ``all`` (everything SFT trained; pass 1 runs under ``no_grad`` all the same, so the
-      history encoding gets gradient only through pass 2 and the item scores), ``gate`` (the latent module's gate
-      scorer only: with ``grpo_surrogate: gate`` each factor's own thought stays as SFT left it).
+    - ``grpo``: latent GRPO (:meth:`_grpo_loss`, maths in :mod:`recbole_flr.trainer.grpo`) with the ``grpo_*`` keys,
+      on ``grpo_trainable`` (``latent``: the latent module; ``all``: everything SFT trained). It starts from the best
+      SFT checkpoint, whose valid score is the bar: the best model is only overwritten by a GRPO epoch that beats it;
+      if none does, the SFT weights stand (in the checkpoint, labelled ``"stage": "sft"``, and in the model).
 
-    In both stages an epoch is an improvement only when its valid score is strictly better than the best so far
-    (:attr:`strict_improvement`): a tie neither replaces the best checkpoint nor resets the stopping counter.
-    RecBole's own rule (``>=``) would let a GRPO epoch that ties SFT's score (common at 4 decimals) overwrite the SFT
-    checkpoint, test GRPO's weights while the log says SFT's stand, and run every GRPO epoch at an unchanged score.
+    An epoch is an improvement only when its valid score beats the best so far strictly (:attr:`strict_improvement`):
+    RecBole's ``>=`` would let a GRPO epoch that ties SFT's score (common at 4 decimals) replace the SFT checkpoint.
 
     NOTE:
-        - The whole model runs in eval mode during GRPO (dropout off, like trl's ``disable_dropout``): the policy is
-          exactly ``N(r_theta, sigma^2 I)`` and its only randomness is the latent noise.
-        - The reference (``grpo_beta > 0``) is a detached copy of the parameters GRPO trains, taken when the stage
-          starts from the SFT weights (not "adapters disabled", which would be the pre-SFT model).
-        - LatentR3's ``target_logprob`` surrogate (the target's log-probability under the noised thought as the
-          log-likelihood) was removed: with group-centred advantages it pointed against the reward gradient.
-        - Epochs are numbered on from the SFT stage (GRPO's first epoch is the one after SFT's last).
-        - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in, after
-          its epoch: SFT (the GRPO stage then starts as usual, from the best SFT checkpoint) or GRPO (with the GRPO
-          optimizer, early-stopping counter, the SFT score to beat and the SFT weights, which are both the fallback
-          and, with ``grpo_beta > 0``, the KL reference: all stored in the last checkpoint). A stage that had
-          finished (all its epochs, or early stopping) is not trained again. A best-model checkpoint resumes SFT
-          after its epoch, without the random states.
+        - The model runs in eval mode during GRPO (dropout off, trl's ``disable_dropout``): the policy is exactly
+          ``N(r_theta, sigma^2 I)``. The KL reference (``grpo_beta > 0``) is a detached copy of the trained parameters
+          as SFT left them. GRPO's epochs are numbered on from SFT's.
+        - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in
+          after its epoch, with everything that stage needs (for GRPO: its optimizer, counter, bar and SFT weights);
+          a finished stage is not trained again. A best-model checkpoint resumes SFT, without the random states.
     """
 
-    ITEM_SIDE_MODULES = ("item_embedding", "output_item_embedding", "word_embedding", "text_projection")
     strict_improvement = True
     # the GRPO stage's part of the one TrainState (``self.state``, written to and restored from the last checkpoint)
     sft_valid_score = state_view("sft_valid_score", "GRPO's bar: the SFT valid score.")
@@ -98,21 +83,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
-        if config["grpo_surrogate"] == "gate" and "grpo" in self.train_stages and config["n_factors"] < 2:
-            raise UserInputError(
-                f"grpo_surrogate: gate chooses among the latent module's factors: it needs n_factors >= 2 (got "
-                f"{config['n_factors']}). Use grpo_surrogate: gaussian, or more factors."
-            )
-        if config["grpo_surrogate"] == "target_logprob":
-            raise UserInputError(
-                "grpo_surrogate: target_logprob was removed: with group-centred advantages its gradient pointed "
-                "against the reward's (cosine -0.24 to -0.31, issue 14), so it trained the latent away from the "
-                "reward. Use grpo_surrogate: gaussian (the policy gradient of the latent Gaussian policy)."
-            )
-        check_values(config)  # FLR.yaml's types and ranges, also for a trainer built without run_recbole_flr
+        check_values(config)  # FLR.yaml's types and ranges and the removed settings, also without run_recbole_flr
+        missing = [key for key in GRPO_KEYS if config[key] is None]
+        if missing:
+            raise UserInputError(f"{missing} not set (their defaults live in properties/model/FLR.yaml).")
         for key in GRPO_KEYS:
-            if config[key] is None:
-                raise UserInputError(f"{key} is not set (its default lives in properties/model/FLR.yaml).")
             setattr(self, key, config[key])
         self._reward_fn = grpo.REWARDS[self.grpo_reward]
         if self.grpo_reward == "soft_ndcg":
@@ -126,11 +101,6 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             raise UserInputError(
                 f"train_stages contains 'grpo', but {type(model).__name__} has no {', '.join(missing)} "
                 f"(the latent GRPO stage needs FLR's {', '.join(api)})."
-            )
-        if self.grpo_trainable == "latent+head":
-            self.logger.warning(
-                "grpo_trainable='latent+head': the Gaussian log-density reaches only the latent module, so the head "
-                "gets no GRPO gradient (only the KL and the regularisers reach it)."
             )
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._requires_grad_before = None
@@ -304,23 +274,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self.distributed_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _grpo_parameter_names(self):
-        r"""Names of the parameters that the GRPO stage trains (``grpo_trainable``), among those SFT trained.
-
-        ``latent``: ``model.latent``. ``latent+head``: also every trained parameter outside the backbone and the item
-        representation (``ITEM_SIDE_MODULES``: item tables and text encoders, which pass 1 reads), i.e. FLR's
-        ``user_projection``. ``all``: every parameter SFT trained (LoRA adapters or the embedded backbone, item
-        tables, heads; a frozen pretrained LLM stays frozen). ``gate``: the latent module's gate scorer.
-        """
+        r"""Names of the parameters that the GRPO stage trains, among those SFT trained: ``grpo_trainable: latent``,
+        ``model.latent``'s; ``all``, every one (LoRA adapters or the embedded backbone, item tables, heads)."""
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        if self.grpo_trainable == "all":
-            return trainable
-        latent = {n for n in trainable if n.startswith("latent.")}
-        if self.grpo_trainable == "gate":
-            return {n for n in latent if n.startswith("latent.gate.")}
-        if self.grpo_trainable == "latent":
-            return latent
-        excluded = ("backbone",) + self.ITEM_SIDE_MODULES
-        return {n for n in trainable if n.split(".", 1)[0] not in excluded}
+        return trainable if self.grpo_trainable == "all" else {n for n in trainable if n.startswith("latent.")}
 
     def _build_optimizer(self, **kwargs):
         r"""RecBole's optimizer over the parameters that require grad only (nanoGPT's ``configure_optimizers``)."""
@@ -467,20 +424,13 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         model, G = self.model, self.grpo_num_generations
         item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
         target = interaction[model.POS_ITEM_ID]
-        gate = self.grpo_surrogate == "gate"
         with torch.no_grad():
             pass1 = model.encode(item_seq, item_seq_len)
-            latent = model.reason(pass1, per_factor=gate)
-            thought = latent.thought  # [B D]
-            if gate:  # the group: each factor's own thought [B*K D]
-                G = latent.gates.size(1)
-                scores = model.item_scores(model.decode(pass1, latent.factor_thoughts.reshape(-1, thought.size(-1))))
-                rollout = grpo.draw_gate_rollout(latent.gates, scores, target, self._reward_fn, self.grpo_scale_rewards)
-            else:
-                rollout = grpo.draw_rollout(
-                    thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
-                    self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
-                )  # fmt: skip
+            thought = model.reason(pass1).thought  # [B D]
+            rollout = grpo.draw_rollout(
+                thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
+                self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
+            )  # fmt: skip
             # the SFT weights' reasoning on this pass 1, computed once: the statistics' baseline and the reference's
             # policy (unless GRPO trains the backbone: then the reference reads its own pass 1)
             sft_latent = None
@@ -495,15 +445,13 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             sft_thought = None if sft_latent is None else sft_latent.thought
             if self._grpo_stats is not None:
                 rewards = rollout.rewards.view(-1, G)  # [B G]
-                sums = grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought, rollout.weights)
+                sums = grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought)
                 self._add_stats(**sums)
         return _Rollout(pass1, target, *rollout)
 
-    def _policy_logprob(self, latent, rollout):
-        r"""The log-likelihood of the rollout's actions [N] under the policy of ``latent`` (a
-        :class:`~recbole_flr.model.latent_reasoning.LatentOutput`): its gates' or its thought's Gaussian."""
-        if self.grpo_surrogate == "gate":
-            return grpo.gate_logprob(latent.gates)
+    @staticmethod
+    def _policy_logprob(latent, rollout):
+        r"""The log-likelihood of the rollout's thoughts [N] under the Gaussian policy around ``latent``'s thought."""
         return grpo.sample_logprob(latent.thought, rollout.samples, rollout.sigma)
 
     def _with_sft_weights(self, fn, *args):

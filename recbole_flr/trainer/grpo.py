@@ -71,7 +71,7 @@ def groups_with_signal(rewards):
     return (rewards.amax(dim=1) > rewards.amin(dim=1)).float().mean()
 
 
-def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28, weights=None):
+def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28):
     r"""PPO clipped surrogate loss [PPO eq. 7] with a decoupled clip range [DAPO eq. 10], as trl's GRPO loss:
 
     .. math::
@@ -94,27 +94,20 @@ def clipped_surrogate(logp_new, logp_old, advantages, eps_low=0.2, eps_high=0.28
         advantages (torch.Tensor): advantages, shape [N] (or [B, G], flattened in the same order).
         eps_low (float): lower clip width, ``grpo_epsilon``.
         eps_high (float): upper clip width, ``grpo_epsilon_high``.
-        weights (torch.Tensor, optional): each sample's weight in the mean, shape [N] (the gate policy's
-            :math:`\pi_{old}(a)` when its group holds every action once: :func:`draw_gate_rollout`); None: equal.
 
     Returns:
-        tuple(torch.Tensor, torch.Tensor): the loss (scalar) and the (weighted) fraction of clipped samples (scalar,
-        no grad).
+        tuple(torch.Tensor, torch.Tensor): the loss (scalar) and the fraction of clipped samples (scalar, no grad).
     """
     advantages = advantages.reshape(-1)
     ratio = torch.exp(logp_new - logp_old.detach())  # [N]
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -_mean(torch.min(unclipped, clipped), weights)
+    loss = -torch.min(unclipped, clipped).mean()
     with torch.no_grad():
         is_low = (ratio < 1.0 - eps_low) & (advantages < 0)
         is_high = (ratio > 1.0 + eps_high) & (advantages > 0)
-        clip_fraction = _mean((is_low | is_high).to(ratio.dtype), weights)
+        clip_fraction = (is_low | is_high).to(ratio.dtype).mean()
     return loss, clip_fraction
-
-
-def _mean(values, weights=None):
-    return values.mean() if weights is None else (weights * values).sum() / weights.sum()
 
 
 def kl_k3(logp_policy, logp_ref):
@@ -313,9 +306,8 @@ def sample_latents(thought, num_generations, noise_std_rel, generator=None, nois
 
 #: One rollout of a batch, drawn once under ``no_grad`` and reused by each policy update on it: the sampled thoughts
 #: (actions) [N D], sigma [N], rewards [N], advantages [N], the actions' log-likelihood under the policy that drew them
-#: ``logp_old`` [N] and under the reference ``logp_ref`` ([N], or None without one), and ``weights`` [N], each
-#: action's weight in the loss's mean (None: equal; the gate policy: pi_old(a), its group being every action once).
-Rollout = namedtuple("Rollout", "samples sigma rewards advantages logp_old logp_ref weights", defaults=(None,))
+#: ``logp_old`` [N] and under the reference ``logp_ref`` ([N], or None without one).
+Rollout = namedtuple("Rollout", "samples sigma rewards advantages logp_old logp_ref")
 
 
 def sample_logprob(thought, samples, sigma):
@@ -357,51 +349,14 @@ def draw_rollout(thought, score, target, num_generations, noise_std_rel, reward,
     return Rollout(samples, sigma, rewards, advantages, gaussian_logprob(noise, sigma), None)
 
 
-def gate_logprob(gates):
-    r"""Log-likelihood of each factor choice under the gate policy :math:`a \sim \mathrm{Categorical}(\beta_b)`, in
-    :func:`draw_gate_rollout`'s order (row ``b * K + k`` is factor k of history b).
-
-    Args:
-        gates (torch.Tensor): the last refinement step's gate weights :math:`\beta`, shape [B, K] (with grad or not).
-
-    Returns:
-        torch.Tensor: :math:`\log\beta_{b,k}`, shape [B*K].
-    """
-    return gates.clamp_min(1e-12).log().reshape(-1)
-
-
-def draw_gate_rollout(gates, scores, target, reward, scale_rewards=True):
-    r"""One rollout of the gate policy (``grpo_surrogate: gate``): the action is the factor whose update alone makes
-    the thought, :math:`a \sim \mathrm{Categorical}(\beta_b)`, so the policy gradient trains the gate that mixes the
-    factors (the Gaussian policy's gradient moves the thought, and reaches the gate only through it). A history's
-    group is its K factor choices, every one once, each weighted by :math:`\beta_{old}(a)` in the loss: the exact
-    expectation over the actions, with no sampling noise (K <= 8).
-
-    Args:
-        gates (torch.Tensor): :math:`\beta`, shape [B, K], K >= 2.
-        scores (torch.Tensor): scores of all items under each factor's thought, [B*K, I] in :func:`gate_logprob`'s
-            order (no sampling: they are computed before the rollout).
-        target (torch.Tensor): the target item of each history, shape [B].
-        reward (callable): one of :data:`REWARDS`.
-        scale_rewards (bool): divide the centred rewards by the group's std (:func:`group_advantages`).
-
-    Returns:
-        Rollout: ``samples`` and ``sigma`` None, ``weights`` :math:`\beta_{old}` [B*K], ``logp_ref`` None.
-    """
-    batch, n_factors = gates.shape
-    rewards = reward(scores, target.repeat_interleave(n_factors))  # [B*K]
-    advantages = group_advantages(rewards.view(batch, n_factors), scale=scale_rewards).view(-1)  # [B*K]
-    return Rollout(None, None, rewards, advantages, gate_logprob(gates), None, gates.reshape(-1))
-
-
 def policy_loss(logp, rollout, eps_low=0.2, eps_high=0.28):
     r"""The loss terms of one policy update on a stored rollout: the clipped surrogate (:func:`clipped_surrogate`) of
     the rollout's actions under the current policy and, when the rollout has ``logp_ref``, the mean k3 KL to the
-    reference (:func:`kl_k3`; zero without one), both weighted by the rollout's ``weights`` when it has them.
+    reference (:func:`kl_k3`; zero without one).
 
     Args:
         logp (torch.Tensor): the rollout's actions' log-likelihood under the current policy, with grad, shape [N]
-            (:func:`sample_logprob` of the current thought, or :func:`gate_logprob` of the current gates).
+            (:func:`sample_logprob` of the current thought).
         rollout (Rollout): the batch's rollout.
         eps_low (float): lower clip width.
         eps_high (float): upper clip width.
@@ -409,11 +364,10 @@ def policy_loss(logp, rollout, eps_low=0.2, eps_high=0.28):
     Returns:
         tuple(torch.Tensor, torch.Tensor, torch.Tensor): surrogate loss, mean KL, clip fraction (scalars).
     """
-    weights = rollout.weights
-    surrogate, clip_fraction = clipped_surrogate(logp, rollout.logp_old, rollout.advantages, eps_low, eps_high, weights)
+    surrogate, clip_fraction = clipped_surrogate(logp, rollout.logp_old, rollout.advantages, eps_low, eps_high)
     if rollout.logp_ref is None:
         return surrogate, torch.zeros((), device=logp.device), clip_fraction
-    return surrogate, _mean(kl_k3(logp, rollout.logp_ref), weights), clip_fraction
+    return surrogate, kl_k3(logp, rollout.logp_ref).mean(), clip_fraction
 
 
 #: The running sums of an epoch's rollouts (:func:`rollout_sums`) and policy updates (``updates``: samples, ``clip``
@@ -421,7 +375,7 @@ def policy_loss(logp, rollout, eps_low=0.2, eps_high=0.28):
 STAT_SUMS = ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift")
 
 
-def rollout_sums(rewards, advantages, thought, sft_thought, weights=None):
+def rollout_sums(rewards, advantages, thought, sft_thought):
     r"""What one rollout adds to the epoch's :data:`STAT_SUMS` (Python floats).
 
     Args:
@@ -429,19 +383,16 @@ def rollout_sums(rewards, advantages, thought, sft_thought, weights=None):
         advantages (torch.Tensor): advantages, shape [B*G].
         thought (torch.Tensor): the noise-free thoughts r the samples were drawn around, shape [B, D].
         sft_thought (torch.Tensor): the thoughts the SFT weights give for the same histories, shape [B, D].
-        weights (torch.Tensor, optional): the rollout's ``weights`` [B*G] (the gate policy's): the reward sums are
-            then weighted, so ``reward_mean`` is the policy's expected reward and not the mean over the K choices.
 
     Returns:
         dict: sums over the B*G samples (``n``, ``r``, ``r2``, ``a2``) and over the B histories (``groups``,
         ``signal``, ``rows``, ``norm``, ``shift``).
     """
-    batch, group = rewards.shape
-    weights = torch.ones_like(rewards) if weights is None else weights.view_as(rewards) * group  # mean 1 per group
+    batch = rewards.size(0)
     return {
         "n": rewards.numel(),
-        "r": (weights * rewards).sum().item(),
-        "r2": (weights * rewards.pow(2)).sum().item(),
+        "r": rewards.sum().item(),
+        "r2": rewards.pow(2).sum().item(),
         "a2": advantages.pow(2).sum().item(),
         "groups": batch,
         "signal": groups_with_signal(rewards).item() * batch,
