@@ -304,6 +304,12 @@ def test_removed_grpo_settings_are_refused_with_their_reason(tiny_config_dict, k
         FLRTrainer(config, model)
 
 
+def test_an_unset_grpo_key_is_named(tiny_config_dict):
+    config, model, *_ = _build({**tiny_config_dict, "grpo_beta": None})  # "~" in a YAML file
+    with pytest.raises(ValueError, match=r"\['grpo_beta'\] not set .*FLR.yaml"):
+        FLRTrainer(config, model)
+
+
 def test_the_one_grpo_policy_still_loads_from_old_settings(tiny_config_dict):
     config, model, *_ = _build({**tiny_config_dict, "grpo_surrogate": "gaussian"})  # an old YAML file or checkpoint
     assert FLRTrainer(config, model).grpo_num_generations == tiny_config_dict.get("grpo_num_generations", 8)
