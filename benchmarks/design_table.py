@@ -206,6 +206,20 @@ ROWS = [
         "Multi-interest scoring",
     ),
     (
+        "ml-100k",
+        "FLR default, bag of words, history 50 (RecBole's default)",
+        ("ml-100k-len50", "allpos+latentstate"),
+        ("ml-100k-len50", "allpos+backbone"),
+        "ml-100k: a longer history",
+    ),
+    (
+        "ml-100k",
+        "same, history 200 (6 seeds)",
+        ("ml-100k-len200", "allpos+latentstate"),
+        ("ml-100k-len200", "allpos+backbone"),
+        "ml-100k: a longer history",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
