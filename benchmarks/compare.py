@@ -154,7 +154,7 @@ def _worker(spec_file):
         elif event == "train_epoch":
             entry = {k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches",
                                           "train_s")}  # fmt: skip
-            if info["stage"] == "grpo" and getattr(trainer, "_grpo_stats", None):
+            if info["stage"] == "grpo" and trainer.grpo_epoch_stats():
                 entry["grpo_stats"] = trainer.grpo_epoch_stats()  # reward, signal_share, clip_frac, ...
             state["epochs"].append(entry)
         elif event == "valid_epoch":

@@ -96,18 +96,19 @@ def test_a_rollout_is_drawn_once_and_reused_by_each_update(tiny_config_dict, mon
     )
     trainer = FLRTrainer(config, model)
     draws, losses = [], []
-    real_draw, real_loss = trainer._draw_rollout, trainer._grpo_loss
+    step = trainer.grpo  # the GRPO step of a batch (LatentGRPO)
+    real_draw, real_loss = step.draw_rollout, step.loss
 
     def draw(interaction):
         draws.append(real_draw(interaction))
         return draws[-1]
 
     def loss(interaction):
-        losses.append(trainer._rollout_uses)
+        losses.append(step.rollout_uses)
         return real_loss(interaction)
 
-    monkeypatch.setattr(trainer, "_draw_rollout", draw)
-    monkeypatch.setattr(trainer, "_grpo_loss", loss)
+    monkeypatch.setattr(step, "draw_rollout", draw)
+    monkeypatch.setattr(step, "loss", loss)
     trainer.fit(train_data, None, saved=False)
     assert len(draws) == len(train_data) and len(losses) == updates * len(train_data)  # an optimizer step per loss
     assert all(not r.samples.requires_grad and not r.logp_old.requires_grad for r in draws)  # under no_grad
@@ -123,20 +124,19 @@ def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_confi
     )  # fmt: skip
     trainer = FLRTrainer(config, model)
     assert trainer.begin_grpo()
-    trainer._grpo_stats = dict.fromkeys(
-        ("n", "r", "r2", "a2", "groups", "signal", "updates", "clip", "kl", "rows", "norm", "shift"), 0.0
-    )
+    step = trainer.grpo
+    step.new_epoch()
     batch = next(iter(train_data)).to(config["device"])
-    surrogate = trainer._grpo_loss(batch)[0]
-    rollout = trainer._rollout
+    surrogate = step.loss(batch)[0]
+    rollout = step.rollout
     # first update: the current policy drew the samples, rho = 1: the loss is -mean(A) (0 with centred advantages)
     torch.testing.assert_close(surrogate, -rollout.advantages.mean())
-    assert trainer._grpo_stats["clip"] == 0.0
+    assert step.stats["clip"] == 0.0
     surrogate.backward()
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
-    second = trainer._grpo_loss(batch)[0]
-    assert trainer._rollout is rollout  # the same samples, advantages and logp_old
+    second = step.loss(batch)[0]
+    assert step.rollout is rollout  # the same samples, advantages and logp_old
     # the hand-computed PPO loss from the stored rollout and the moved policy mean
     thought = model.reason(rollout.pass1).thought.repeat_interleave(trainer.grpo_num_generations, dim=0)
     logp = gaussian_logprob(rollout.samples - thought, rollout.sigma)
@@ -144,9 +144,9 @@ def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_confi
     assert (ratio - 1).abs().max() > 0.3  # a large step with narrow noise: the ratio has left [0.8, 1.28]
     expected = -torch.min(ratio * rollout.advantages, ratio.clamp(0.8, 1.28) * rollout.advantages).mean()
     torch.testing.assert_close(second, expected)
-    assert trainer._grpo_stats["clip"] > 0.0
-    trainer._grpo_loss(batch)
-    assert trainer._rollout is not rollout  # a third update of the same batch draws a new rollout
+    assert step.stats["clip"] > 0.0
+    step.loss(batch)
+    assert step.rollout is not rollout  # a third update of the same batch draws a new rollout
 
 
 def test_target_logprob_surrogate_was_removed_with_its_reason(tiny_config_dict):

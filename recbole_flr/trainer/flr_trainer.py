@@ -4,9 +4,6 @@ recbole_flr.trainer.flr_trainer
 FLR's trainer: supervised fine-tuning (SFT) and then latent GRPO, each stage one call of RecBole's ``fit``.
 """
 
-import functools
-from collections import namedtuple
-
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -15,37 +12,16 @@ from torch.nn.parallel import DistributedDataParallel
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import check_values, read_train_stages
 from recbole_flr.errors import CheckpointError, UserInputError
-from recbole_flr.trainer import grpo
+from recbole_flr.trainer.latent_grpo import MODEL_API, LatentGRPO, read_grpo_keys
 from recbole_flr.trainer.safe_checkpoint import SafeCheckpointMixin
 from recbole_flr.trainer.train_state import state_view
 
 # the terms of the loss tuples, in order: FLR.calculate_loss's (a model may name its own with ``loss_names``) and
-# _grpo_loss's; logged by name, as the mean per batch, in the epoch line and in TensorBoard (Loss/<stage>/<name>)
+# LatentGRPO.loss's; logged by name, as the mean per batch, in the epoch line and in TensorBoard (Loss/<stage>/<name>)
 SFT_LOSS_NAMES = ("ce", "orth", "div", "sparse")
 GRPO_LOSS_NAMES = ("grpo_surrogate", "kl", "orth", "div", "sparse")
 # the GRPO statistics in the epoch line (``kl`` too when grpo_beta > 0); TensorBoard has all (GRPO/<name>)
 GRPO_LOGGED = ("reward_mean", "reward_std", "adv_std", "signal_share", "clip_frac", "thought_norm", "thought_shift")
-#: FLRTrainer's keys: FLR.yaml documents each one's type and range, :func:`~recbole_flr.config.check_values` checks
-GRPO_KEYS = (
-    "grpo_epochs", "grpo_learning_rate", "grpo_stopping_step", "grpo_trainable", "grpo_num_generations",
-    "grpo_noise_std", "grpo_noise_free_first", "grpo_reward", "grpo_reward_temperature",
-    "grpo_reward_temperature_relative", "grpo_scale_rewards", "grpo_updates_per_rollout", "grpo_epsilon",
-    "grpo_epsilon_high", "grpo_beta",
-)  # fmt: skip
-#: A batch's GRPO rollout (:class:`~recbole_flr.trainer.grpo.Rollout`) with its pass 1 and target ids [B].
-_Rollout = namedtuple("_Rollout", ("pass1", "target") + grpo.Rollout._fields)
-
-
-class _Call(torch.nn.Module):
-    r"""Runs ``fn(*args)`` as its forward, so that :func:`torch.func.functional_call` can run any method of
-    ``model`` with the SFT weights swapped in (autograd-safe, nothing copied but the trained parameters)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, fn, *args):
-        return fn(*args)
 
 
 class FLRTrainer(SafeCheckpointMixin, Trainer):
@@ -56,7 +32,8 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
       ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
-    - ``grpo``: latent GRPO (:meth:`_grpo_loss`, maths in :mod:`recbole_flr.trainer.grpo`) with the ``grpo_*`` keys,
+    - ``grpo``: latent GRPO (the step of a batch: :class:`~recbole_flr.trainer.latent_grpo.LatentGRPO`, maths in
+      :mod:`recbole_flr.trainer.grpo`) with the ``grpo_*`` keys,
       on ``grpo_trainable`` (``latent``: the latent module; ``all``: everything SFT trained). It starts from the best
       SFT checkpoint, whose valid score is the bar: the best model is only overwritten by a GRPO epoch that beats it;
       if none does, the SFT weights stand (in the checkpoint, labelled ``"stage": "sft"``, and in the model).
@@ -84,29 +61,18 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
         check_values(config)  # FLR.yaml's types and ranges and the removed settings, also without run_recbole_flr
-        missing = [key for key in GRPO_KEYS if config[key] is None]
-        if missing:
-            raise UserInputError(f"{missing} not set (their defaults live in properties/model/FLR.yaml).")
-        for key in GRPO_KEYS:
-            setattr(self, key, config[key])
-        self._reward_fn = grpo.REWARDS[self.grpo_reward]
-        if self.grpo_reward == "soft_ndcg":
-            self._reward_fn = functools.partial(
-                self._reward_fn, temperature=self.grpo_reward_temperature,
-                relative=self.grpo_reward_temperature_relative,
-            )  # fmt: skip
-        api = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
-        missing = [name for name in api if not hasattr(model, name)]
+        settings = read_grpo_keys(config)
+        for key, value in settings.items():
+            setattr(self, key, value)
+        missing = [name for name in MODEL_API if not hasattr(model, name)]
         if "grpo" in self.train_stages and missing:
             raise UserInputError(
                 f"train_stages contains 'grpo', but {type(model).__name__} has no {', '.join(missing)} "
-                f"(the latent GRPO stage needs FLR's {', '.join(api)})."
+                f"(the latent GRPO stage needs FLR's {', '.join(MODEL_API)})."
             )
+        self.grpo = LatentGRPO(model, settings, sft_weights=lambda: self._sft_weights)  # one GRPO batch's step
         self.grpo_improved = None  # after a validated GRPO stage: whether it beat the SFT valid score
         self._requires_grad_before = None
-        self._sft_caller = _Call(model)
-        self._grpo_stats = None
-        self._rollout, self._rollout_uses = None, 0  # the current GRPO rollout and how many updates have used it
         self._epoch_batches = 1  # optimizer steps in the epoch: the losses are logged as means per step
         self._resume = None  # (stage, optimizer state) of the checkpoint being resumed, until that stage starts
 
@@ -319,14 +285,12 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         self._epoch_batches = len(train_data) * self.batch_repeats
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self._grpo_stats = dict.fromkeys(grpo.STAT_SUMS, 0.0)
-        self._rollout, self._rollout_uses = None, 0
+        self.grpo.new_epoch()
         losses = super()._train_epoch(
-            train_data, epoch_idx, loss_func=loss_func or self._grpo_loss, show_progress=show_progress
+            train_data, epoch_idx, loss_func=loss_func or self.grpo.loss, show_progress=show_progress
         )
-        if self._grpo_stats["n"]:
-            for name, value in self.grpo_epoch_stats().items():
-                self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
+        for name, value in (self.grpo.epoch_stats() or {}).items():
+            self.tensorboard.add_scalar(f"GRPO/{name}", value, epoch_idx)
         return losses
 
     def loss_names(self, losses):
@@ -351,9 +315,9 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
                             for name, value in zip(names, self._mean_losses(losses)))  # fmt: skip
                 + "]"
             )
-        if self.stage != "grpo" or not self._grpo_stats or not self._grpo_stats["n"]:
+        stats = self.grpo.epoch_stats() if self.stage == "grpo" else None
+        if stats is None:
             return output
-        stats = self.grpo_epoch_stats()
         shown = GRPO_LOGGED + (("kl",) if self.grpo_beta > 0 else ())
         return output + " [grpo " + ", ".join(set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown) + "]"
 
@@ -364,103 +328,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         for name, value in zip(names, self._mean_losses(losses)):
             self.tensorboard.add_scalar(f"Loss/{self.stage}/{name}", value, epoch_idx)
 
+    def grpo_loss(self, interaction):
+        r"""One GRPO update's loss terms (:meth:`LatentGRPO.loss <recbole_flr.trainer.latent_grpo.LatentGRPO.loss>`),
+        for tools that time or check the GRPO step after :meth:`begin_grpo`."""
+        return self.grpo.loss(interaction)
+
     def grpo_epoch_stats(self):
-        r"""The last GRPO epoch's statistics over all its samples (:func:`~recbole_flr.trainer.grpo.epoch_stats`); on
-        rank 0 of a distributed run, its own samples."""
-        return grpo.epoch_stats(self._grpo_stats)
-
-    def _grpo_loss(self, interaction):
-        r"""Latent GRPO loss of one policy update: a new rollout (:meth:`_draw_rollout`) on a batch's first update, the
-        stored one on the next ``grpo_updates_per_rollout - 1`` updates of the same batch (the loader yields the batch
-        that many times, trl's ``num_iterations``). Each update re-runs the latent module with grad (with
-        ``grpo_trainable: all`` pass 1 too, so the gradient reaches the backbone and the item table it reads): the
-        clipped surrogate of the Gaussian log-density of the stored samples with the stored ``logp_old``, the k3 KL
-        to the SFT copy, and the factor regularisers with the model's own lambdas (0 switches one off). With one
-        update per rollout the samples come from the current policy, the ratio is 1, nothing is clipped and the
-        gradient is the plain group-relative policy gradient (REINFORCE with a group baseline); from the second update
-        on, PPO's ratio and clip act.
-
-        Returns:
-            tuple(torch.Tensor): (surrogate, beta * KL, lambda_orth * L_orth, lambda_div * L_div,
-            lambda_sparse * L_sparse), summed by RecBole's ``_train_epoch`` and logged separately.
-        """
-        model = self.model
-        model.eval()  # dropout off: the policy is exactly N(r_theta, sigma^2 I)
-        rollout = self._rollout
-        target = interaction[model.POS_ITEM_ID]
-        if (
-            rollout is None
-            or self._rollout_uses >= self.grpo_updates_per_rollout
-            or not torch.equal(rollout.target, target)
-        ):
-            rollout = self._rollout = self._draw_rollout(interaction)
-            self._rollout_uses = 0
-        self._rollout_uses += 1
-        pass1 = rollout.pass1
-        if self.grpo_trainable == "all":  # the policy's mean through a new pass 1, so the gradient reaches the backbone
-            pass1 = model.encode(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
-        latent = model.reason(pass1)
-        logp = self._policy_logprob(latent, rollout)
-        surrogate, kl, clip_fraction = grpo.policy_loss(logp, rollout, self.grpo_epsilon, self.grpo_epsilon_high)
-        l_orth, l_div, l_sparse = model.regularisers(latent)
-        if self._grpo_stats is not None:
-            n = rollout.rewards.numel()
-            self._add_stats(updates=n, clip=clip_fraction.item() * n, kl=kl.item() * n)
-        return (
-            surrogate,
-            self.grpo_beta * kl,
-            model.lambda_orth * l_orth,
-            model.lambda_div * l_div,
-            model.lambda_sparse * l_sparse,
-        )
-
-    def _draw_rollout(self, interaction):
-        r"""One rollout of a batch (``B`` histories) under ``no_grad`` (:func:`~recbole_flr.trainer.grpo.draw_rollout`):
-        pass 1 of the backbone runs once and is shared by the G samples of each history; the latent module gives the
-        thought ``r``; G thoughts ``r + eps`` are sampled, and pass 2 (or, with ``user_vector: latent_state``, the
-        default, the noised latent state itself: the user vector) and the scores of all items run in one call on
-        ``B * G`` rows; then the rewards, advantages and log-likelihoods under the policy and, with ``grpo_beta > 0``,
-        under the SFT copy with the same sigma (see :data:`_Rollout`)."""
-        model, G = self.model, self.grpo_num_generations
-        item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
-        target = interaction[model.POS_ITEM_ID]
-        with torch.no_grad():
-            pass1 = model.encode(item_seq, item_seq_len)
-            thought = model.reason(pass1).thought  # [B D]
-            rollout = grpo.draw_rollout(
-                thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
-                self.grpo_noise_std, self._reward_fn, self.grpo_scale_rewards, self.grpo_noise_free_first,
-            )  # fmt: skip
-            # the SFT weights' reasoning on this pass 1, computed once: the statistics' baseline and the reference's
-            # policy (unless GRPO trains the backbone: then the reference reads its own pass 1)
-            sft_latent = None
-            if self._sft_weights is not None and (self._grpo_stats is not None or self.grpo_beta > 0):
-                sft_latent = self._with_sft_weights(model.reason, pass1)
-            if self.grpo_beta > 0 and sft_latent is not None:  # the SFT copy is the reference (in the stage)
-                ref = sft_latent
-                if self.grpo_trainable == "all":
-                    ref_pass1 = self._with_sft_weights(model.encode, item_seq, item_seq_len)
-                    ref = self._with_sft_weights(model.reason, ref_pass1)
-                rollout = rollout._replace(logp_ref=self._policy_logprob(ref, rollout))
-            sft_thought = None if sft_latent is None else sft_latent.thought
-            if self._grpo_stats is not None:
-                rewards = rollout.rewards.view(-1, G)  # [B G]
-                sums = grpo.rollout_sums(rewards, rollout.advantages, thought, sft_thought)
-                self._add_stats(**sums)
-        return _Rollout(pass1, target, *rollout)
-
-    @staticmethod
-    def _policy_logprob(latent, rollout):
-        r"""The log-likelihood of the rollout's thoughts [N] under the Gaussian policy around ``latent``'s thought."""
-        return grpo.sample_logprob(latent.thought, rollout.samples, rollout.sigma)
-
-    def _with_sft_weights(self, fn, *args):
-        r"""``fn(*args)``, a method of the model, with the SFT copy of the parameters GRPO trains swapped in."""
-        weights = {f"model.{name}": value for name, value in self._sft_weights.items()}
-        return torch.func.functional_call(self._sft_caller, weights, (fn,) + args)
-
-    grpo_loss = _grpo_loss  # public: tools that time or check the GRPO step (with begin_grpo)
-
-    def _add_stats(self, **values):
-        for name, value in values.items():
-            self._grpo_stats[name] += value
+        r"""The last GRPO epoch's statistics (:meth:`LatentGRPO.epoch_stats`), or None before its first rollout."""
+        return self.grpo.epoch_stats()
