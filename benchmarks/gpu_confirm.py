@@ -40,6 +40,7 @@ TUNED = {
     "attn_dropout_prob": 0.3,
     "inner_size": 512,
 }
+LONG = {"MAX_ITEM_LIST_LENGTH": 200}
 PLANS = {
     # every model at its defaults; then the SmolLM2 title features; then FLR with ids only
     "defaults": [
@@ -66,6 +67,15 @@ PLANS = {
     "text": [
         [("FLR", "default+llmtext", TEXT, "default+llmtext", None), ("FLR", "notext", {}, "notext", None),
          ("SASRecAllPos", "default", TEXT, "default+llmtext", None)],
+    ],
+    # issue 14's one hint (ml-100k, 2026-12-07, "a longer history"): FLR gains from a history of 200 items where its
+    # backbone alone does not. ml-1m has 165 interactions per user and 6,040 users: FLR's default (SFT only) and its
+    # backbone alone at history 200, then at RecBole's 50 (the same variants: the ratio at each length)
+    "length": [
+        [("FLR", "allpos+latentstate", LONG, "allpos+latentstate@len200", ("ml-1m",)),
+         ("FLR", "allpos+backbone", LONG, "allpos+backbone@len200", ("ml-1m",))],
+        [("FLR", "allpos+latentstate", {}, "allpos+latentstate@len50", ("ml-1m",)),
+         ("FLR", "allpos+backbone", {}, "allpos+backbone@len50", ("ml-1m",))],
     ],
 }  # fmt: skip
 

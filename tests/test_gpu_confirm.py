@@ -35,3 +35,12 @@ def test_text_plan_reads_the_feature_cache_for_the_llmtext_rows_only():
     for _, _, _, extra, label, _ in runs:
         assert extra == (gpu_confirm.TEXT if label.endswith("llmtext") else {})
     assert sorted({label for *_, label, _ in runs}) == ["default+llmtext", "notext"]
+
+
+def test_length_plan_runs_both_arms_at_200_before_50_on_ml1m_only():
+    runs = gpu_confirm.plan_runs("length", ["ml-1m", "amazon-games"], [1, 2, 3])
+    assert len(runs) == 12 and {d for d, *_ in runs} == {"ml-1m"}
+    labels = [label for *_, label, _ in runs]
+    assert all(label.endswith("@len200") for label in labels[:6]) and all(x.endswith("@len50") for x in labels[6:])
+    for _, _, variant, extra, label, _ in runs:
+        assert label.startswith(variant) and extra == (gpu_confirm.LONG if label.endswith("@len200") else {})
