@@ -32,11 +32,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
 
     - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
       ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
-    - ``grpo``: latent GRPO (the step of a batch: :class:`~recbole_flr.trainer.latent_grpo.LatentGRPO`, maths in
-      :mod:`recbole_flr.trainer.grpo`) with the ``grpo_*`` keys,
-      on ``grpo_trainable`` (``latent``: the latent module; ``all``: everything SFT trained). It starts from the best
-      SFT checkpoint, whose valid score is the bar: the best model is only overwritten by a GRPO epoch that beats it;
-      if none does, the SFT weights stand (in the checkpoint, labelled ``"stage": "sft"``, and in the model).
+    - ``grpo``: latent GRPO with the ``grpo_*`` keys, on ``grpo_trainable`` (``latent``: the latent module; ``all``:
+      everything SFT trained); one batch's step is :attr:`grpo` (:class:`~recbole_flr.trainer.latent_grpo.LatentGRPO`,
+      maths in :mod:`recbole_flr.trainer.grpo`). It starts from the best SFT checkpoint, whose valid score is the
+      bar: the best model is only overwritten by a GRPO epoch that beats it; if none does, the SFT weights stand (in
+      the checkpoint, labelled ``"stage": "sft"``, and in the model).
 
     An epoch is an improvement only when its valid score beats the best so far strictly (:attr:`strict_improvement`):
     RecBole's ``>=`` would let a GRPO epoch that ties SFT's score (common at 4 decimals) replace the SFT checkpoint.
