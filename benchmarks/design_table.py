@@ -220,6 +220,20 @@ ROWS = [
         "ml-100k: a longer history",
     ),
     (
+        "ml-100k",
+        "one factor (K = 1), history 200 (6 seeds)",
+        ("ml-100k-len200", "allpos+latentstate+K1"),
+        ("ml-100k-len200", "allpos+backbone"),
+        "ml-100k: a longer history",
+    ),
+    (
+        "ml-100k",
+        "FLR default, history 200, against a 3-layer backbone alone",
+        ("ml-100k-len200", "allpos+latentstate"),
+        ("ml-100k-len200-3layers", "allpos+backbone"),
+        "ml-100k: a longer history",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
