@@ -154,8 +154,9 @@ def _worker(spec_file):
         elif event == "train_epoch":
             entry = {k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches",
                                           "train_s")}  # fmt: skip
-            if info["stage"] == "grpo" and trainer.grpo_epoch_stats():
-                entry["grpo_stats"] = trainer.grpo_epoch_stats()  # reward, signal_share, clip_frac, ...
+            stats = trainer.grpo_epoch_stats() if info["stage"] == "grpo" else None
+            if stats:
+                entry["grpo_stats"] = stats  # reward, signal_share, clip_frac, ...
             state["epochs"].append(entry)
         elif event == "valid_epoch":
             entry = {"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None, "stage": info["stage"],
