@@ -138,7 +138,7 @@ def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_confi
     second = step.loss(batch)[0]
     assert step.rollout is rollout  # the same samples, advantages and logp_old
     # the hand-computed PPO loss from the stored rollout and the moved policy mean
-    thought = model.reason(rollout.pass1).thought.repeat_interleave(trainer.grpo_num_generations, dim=0)
+    thought = model.reason(rollout.pass1).thought.repeat_interleave(trainer.grpo.num_generations, dim=0)
     logp = gaussian_logprob(rollout.samples - thought, rollout.sigma)
     ratio = torch.exp(logp - rollout.logp_old)
     assert (ratio - 1).abs().max() > 0.3  # a large step with narrow noise: the ratio has left [0.8, 1.28]
@@ -312,7 +312,7 @@ def test_an_unset_grpo_key_is_named(tiny_config_dict):
 
 def test_the_one_grpo_policy_still_loads_from_old_settings(tiny_config_dict):
     config, model, *_ = _build({**tiny_config_dict, "grpo_surrogate": "gaussian"})  # an old YAML file or checkpoint
-    assert FLRTrainer(config, model).grpo_num_generations == tiny_config_dict.get("grpo_num_generations", 8)
+    assert FLRTrainer(config, model).grpo.num_generations == tiny_config_dict.get("grpo_num_generations", 8)
 
 
 @pytest.mark.parametrize(

@@ -61,9 +61,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         super().__init__(config, model)
         self.train_stages = read_train_stages(config["train_stages"])
         check_values(config)  # FLR.yaml's types and ranges and the removed settings, also without run_recbole_flr
-        settings = read_grpo_keys(config)
-        for key, value in settings.items():
-            setattr(self, key, value)
+        settings = read_grpo_keys(config)  # the GRPO stage's keys are read from config, as SFT's are
         missing = [name for name in MODEL_API if not hasattr(model, name)]
         if "grpo" in self.train_stages and missing:
             raise UserInputError(
@@ -118,9 +116,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         return True
 
     def _grpo_skipped(self):
-        if self.grpo_epochs == 0:
+        skipped = self.config["grpo_epochs"] == 0
+        if skipped:
             self.logger.info(set_color("FLR stage [grpo]", "pink") + ": grpo_epochs is 0, skipped")
-        return self.grpo_epochs == 0
+        return skipped
 
     def _set_grpo_bar(self, valid_data, verbose, saved, show_progress):
         r"""Before a new GRPO stage: the best SFT weights in the model and their valid score as the bar to beat."""
@@ -150,7 +149,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         epochs, self.learning_rate, self.stopping_step = (
             (self.config["epochs"], self.config["learning_rate"], self.config["stopping_step"])  # RecBole's own keys
             if stage == "sft"
-            else (self.grpo_epochs, self.grpo_learning_rate, self.grpo_stopping_step)
+            else (self.config["grpo_epochs"], self.config["grpo_learning_rate"], self.config["grpo_stopping_step"])
         )
         if resume is None:
             start = 0 if stage == "sft" else self.start_epoch
@@ -176,11 +175,11 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             trained = [p for p in self.model.parameters() if p.requires_grad]
             self.logger.info(
                 set_color("FLR stage [grpo]", "pink")
-                + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.grpo_trainable} "
+                + f": epochs {self.start_epoch}..{self.epochs - 1}, trains {self.config['grpo_trainable']} "
                 f"({sum(p.numel() for p in trained)} parameters in {len(trained)} tensors), "
-                f"G={self.grpo_num_generations}, reward {self.grpo_reward}, "
-                f"{self.grpo_updates_per_rollout} updates per rollout, "
-                f"beta {self.grpo_beta}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
+                f"G={self.config['grpo_num_generations']}, reward {self.config['grpo_reward']}, "
+                f"{self.config['grpo_updates_per_rollout']} updates per rollout, "
+                f"beta {self.config['grpo_beta']}; to beat: valid {self.valid_metric} {self.sft_valid_score} (SFT)"
             )
 
     def _begin_grpo_parameters(self, resumed):
@@ -199,7 +198,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if set(self._sft_weights) != set(trained):
             raise CheckpointError(
                 "The last checkpoint's GRPO stage trained other parameters than grpo_trainable="
-                f"{self.grpo_trainable!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
+                f"{self.config['grpo_trainable']!r} does now: {sorted(set(self._sft_weights) ^ set(trained))[:5]}."
             )
 
     def _end_grpo(self, verbose, saved, validated):
@@ -243,7 +242,9 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         r"""Names of the parameters that the GRPO stage trains, among those SFT trained: ``grpo_trainable: latent``,
         ``model.latent``'s; ``all``, every one (LoRA adapters or the embedded backbone, item tables, heads)."""
         trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        return trainable if self.grpo_trainable == "all" else {n for n in trainable if n.startswith("latent.")}
+        if self.config["grpo_trainable"] == "all":
+            return trainable
+        return {n for n in trainable if n.startswith("latent.")}
 
     def _build_optimizer(self, **kwargs):
         r"""RecBole's optimizer over the parameters that require grad only (nanoGPT's ``configure_optimizers``)."""
@@ -281,7 +282,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     # ------------------------------------------------------------------ GRPO epoch
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         # GRPO: one rollout per batch, several updates on it
-        self.batch_repeats = self.grpo_updates_per_rollout if self.stage == "grpo" else 1
+        self.batch_repeats = self.grpo.updates_per_rollout if self.stage == "grpo" else 1
         self._epoch_batches = len(train_data) * self.batch_repeats
         if self.stage != "grpo":
             return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -318,7 +319,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         stats = self.grpo.epoch_stats() if self.stage == "grpo" else None
         if stats is None:
             return output
-        shown = GRPO_LOGGED + (("kl",) if self.grpo_beta > 0 else ())
+        shown = GRPO_LOGGED + (("kl",) if self.grpo.beta > 0 else ())
         return output + " [grpo " + ", ".join(set_color(name, "blue") + f": {stats[name]:.4f}" for name in shown) + "]"
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
