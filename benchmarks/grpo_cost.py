@@ -1,8 +1,9 @@
 r"""Cost of FLR's latent GRPO stage relative to SFT: time per training batch and per (estimated) epoch.
 
-Both stages run through :class:`~recbole_flr.trainer.FLRTrainer`'s own ``_train_epoch`` (data loading, forward,
-backward, optimizer step: what RecBole's ``fit`` times as "training"), on the same batches, same model, same
-threads, from the same initial weights (two copies of one model). SFT and GRPO alternate for ``--repeats`` rounds
+Both stages run through :class:`~recbole_flr.trainer.FLRTrainer`'s public ``fit``, one epoch per call (one trainer
+per stage, ``train_stages`` ``[sft]`` and ``[grpo]``), and are timed by its ``train_epoch`` callback (data loading,
+forward, backward, optimizer step: what RecBole's ``fit`` times as "training"), on the same batches, same model,
+same threads, from the same initial weights (two copies of one model). SFT and GRPO alternate for ``--repeats`` rounds
 so that load on a shared machine hits both alike; medians are reported. With ``--batches N`` only the first N
 batches of the epoch are timed per round (after one warm-up batch per stage) and the full-epoch time is
 extrapolated from the per-batch time; ``--batches 0`` times whole epochs.
@@ -22,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from itertools import islice
 
 import torch
@@ -51,6 +51,9 @@ class FirstBatches:
     def __len__(self):
         return len(self.loader) if not self.n else min(self.n, len(self.loader))
 
+    def __getattr__(self, name):  # the rest of the loader (dataset, generator, ...) as RecBole's fit reads it
+        return getattr(self.loader, name)
+
 
 def parallel_decode(model):
     r"""What-if prototype (``--decode parallel``), now what ``FLR.decode`` does: pass 2 with the G thoughts of a
@@ -76,10 +79,35 @@ def cpu_name():
         return platform.processor() or "unknown"
 
 
+class EpochClock:
+    r"""A ``train_epoch`` callback (:meth:`~recbole_flr.trainer.FLRTrainer.add_callback`): the last epoch's training
+    seconds and batches."""
+
+    def __init__(self, trainer):
+        self.info = None
+        trainer.add_callback(self)
+
+    def __call__(self, event, info):
+        if event == "train_epoch":
+            self.info = info
+
+
+def stage_trainers(config, model):
+    r"""An SFT and a GRPO trainer (``train_stages`` ``[sft]`` and ``[grpo]``) on two copies of ``model``, each with
+    an :class:`EpochClock` (``trainer.clock``); with ``epochs`` and ``grpo_epochs`` 1 in ``config``, each ``fit``
+    trains one epoch of its stage (GRPO's epochs numbered on, on the weights the last one left)."""
+    sft, grpo = FLRTrainer(config, model), FLRTrainer(config, copy.deepcopy(model))
+    sft.train_stages, grpo.train_stages = ["sft"], ["grpo"]
+    for trainer in (sft, grpo):
+        trainer.clock = EpochClock(trainer)
+    return sft, grpo
+
+
 def time_batches(trainer, loader, batches):
-    start = time.perf_counter()
-    trainer._train_epoch(FirstBatches(loader, batches), 0)
-    return (time.perf_counter() - start) / len(FirstBatches(loader, batches))
+    r"""Seconds per batch of one epoch of ``trainer``'s one stage (its ``fit``, no validation, no checkpoint) on the
+    first ``batches`` batches of ``loader``."""
+    trainer.fit(FirstBatches(loader, batches), valid_data=None, verbose=False, saved=False)
+    return trainer.clock.info["train_s"] / trainer.clock.info["batches"]
 
 
 def main():
@@ -114,6 +142,8 @@ def main():
         "state": "WARNING",
         "gpu_id": "" if not torch.cuda.is_available() else "0",
         "checkpoint_dir": os.path.join("benchmarks", "scratch", "saved"),
+        "epochs": 1,  # one epoch per fit (time_batches)
+        "grpo_epochs": 1,
         "worker": 0,
     }
     if args.dataset == "ml-100k":
@@ -121,12 +151,9 @@ def main():
     config = Config(model="FLR", dataset=args.dataset, config_dict=config_dict)
     init_logger(config)
     config, model, _, train_data, _, _ = prepare(config=config)
-    sft = FLRTrainer(config, model)
-    sft.stage = "sft"
-    grpo = FLRTrainer(config, copy.deepcopy(model))
+    sft, grpo = stage_trainers(config, model)
     if args.decode == "parallel":
         grpo.model.decode = parallel_decode(grpo.model)
-    grpo.begin_grpo()  # GRPO from the same weights, no validation bar: cost only
     for trainer in (sft, grpo):  # warm-up (allocator, first-call overheads)
         time_batches(trainer, train_data, 1)
     # SFT and GRPO alternate round by round, so that a busy shared machine slows both alike
