@@ -234,6 +234,13 @@ ROWS = [
         "ml-100k: a longer history",
     ),
     (
+        "amazon-instruments",
+        "FLR default (SFT, then GRPO), ids only",
+        ("amazon-instruments-conv", "default"),
+        ("amazon-instruments-conv", "backbone"),
+        "amazon-instruments converged",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
