@@ -241,6 +241,13 @@ ROWS = [
         "amazon-instruments converged",
     ),
     (
+        "amazon-instruments",
+        "FLR default, against a 3-layer backbone alone",
+        ("amazon-instruments-conv", "default"),
+        ("amazon-instruments-conv-3layers", "backbone"),
+        "amazon-instruments converged",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
