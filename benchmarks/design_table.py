@@ -248,6 +248,20 @@ ROWS = [
         "amazon-instruments converged",
     ),
     (
+        "amazon-instruments",
+        "one factor (K = 1), ids only",
+        ("amazon-instruments-conv-k1", "default"),
+        ("amazon-instruments-conv", "backbone"),
+        "amazon-instruments converged",
+    ),
+    (
+        "amazon-instruments",
+        "FLR default on 3 layers, against a 3-layer backbone alone",
+        ("amazon-instruments-conv-3layers", "default"),
+        ("amazon-instruments-conv-3layers", "backbone"),
+        "amazon-instruments converged",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
