@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from profile_step import clock  # noqa: E402  (thread CPU time with one torch thread, else wall time)
+from step_cost import time_rows  # noqa: E402  (thread CPU time with one torch thread, else wall time)
 
 #: (row name, model, config): ids only, the bag of title words (FLR's default), the frozen LM's title features.
 ROWS = [
@@ -67,17 +67,7 @@ def main():
         models.append({"name": name, "model": model, "optimizer": optimizer, "batches": batches, "times": [],
                        "batches_per_epoch": len(train_data)})  # fmt: skip
         print(f"[item_text_cost] built {name}", flush=True)
-    for step in range(args.rounds + 1):
-        for entry in models:
-            batch = entry["batches"][step % len(entry["batches"])]
-            tick = clock()
-            loss = entry["model"].calculate_loss(batch)
-            loss = sum(loss) if isinstance(loss, tuple) else loss
-            entry["optimizer"].zero_grad()
-            loss.backward()
-            entry["optimizer"].step()
-            if step:  # the first is a warm-up
-                entry["times"].append(clock() - tick)
+    time_rows(models, args.rounds)  # round-robin, after a warm-up step
 
     # the one-time encoding, without the cache: model loading, then the texts
     texts = item_text.item_texts(dataset, [item_text.resolve_text_field("auto", dataset)])[1:][: args.encode_items]
