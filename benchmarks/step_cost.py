@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare import PROTOCOL, variant_config  # noqa: E402
+from compare import PROTOCOL, VARIANTS, variant_config  # noqa: E402
 from profile_step import clock  # noqa: E402  (thread CPU time with one torch thread, else wall time)
 
 #: the depth question of docs/benchmarks.md ("amazon-instruments converged"): FLR, one factor, FLR on three layers,
@@ -44,7 +44,10 @@ def parse_row(row):
     import yaml
 
     model, variant, settings = (row.split(":", 2) + ["", ""])[:3]
-    config = variant_config(variant) if model == "FLR" and variant else {}
+    unknown = [part for part in variant.split("+") if part and part not in VARIANTS]
+    if unknown or (variant not in ("", "default") and model != "FLR"):
+        raise SystemExit(f"--rows {row!r}: variants are FLR's, one or more of {list(VARIANTS)} joined by '+'")
+    config = variant_config(variant) if variant else {}
     for pair in filter(None, settings.split(",")):
         key, sep, value = pair.partition("=")
         if not sep:

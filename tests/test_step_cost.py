@@ -17,6 +17,9 @@ def test_a_row_is_a_model_a_compare_variant_and_settings():
     assert step_cost.parse_row("SASRecAllPos") == ("SASRecAllPos", {})
     with pytest.raises(SystemExit, match="settings are key=value, got 'n_layers'"):
         step_cost.parse_row("FLR:default:n_layers")
+    for row in ("FLR:backbon", "SASRecAllPos:backbone"):  # a typo, or an FLR variant on another model
+        with pytest.raises(SystemExit, match="variants are FLR's"):
+            step_cost.parse_row(row)
 
 
 def test_the_backbone_alone_trains_everything_but_the_latent_module(tiny_config_dict):
