@@ -262,6 +262,13 @@ ROWS = [
         "amazon-instruments converged",
     ),
     (
+        "amazon-instruments",
+        "FLR default on 3 layers, against a 4-layer backbone alone",
+        ("amazon-instruments-conv-3layers", "default"),
+        ("amazon-instruments-conv-4layers", "backbone"),
+        "amazon-instruments converged",
+    ),
+    (
         "ml-1m (H200)",
         "FLR default (SFT, then GRPO)",
         ("ml-1m-h200-mps", "default"),
