@@ -135,8 +135,16 @@ def _worker(spec_file):
     torch.set_num_threads(spec["threads"])
     import recbole_flr.quick_start as quick_start
 
-    state = {"cut": False, "epochs": [], "valid": [], "test": None, "fit_done": False, "test_data": None,
-             "sft_test": None, "sft_valid": None}  # fmt: skip
+    state = {
+        "cut": False,
+        "epochs": [],
+        "valid": [],
+        "test": None,
+        "fit_done": False,
+        "test_data": None,
+        "sft_test": None,
+        "sft_valid": None,
+    }
 
     def tested(trainer):
         r"""The trainer's current weights on the test set (recorded, never used for selection)."""
@@ -152,15 +160,20 @@ def _worker(spec_file):
             state["sft_valid"] = {k: float(v) for k, v in (trainer.sft_valid_result or {}).items()}
             state["sft_test"] = tested(trainer)
         elif event == "train_epoch":
-            entry = {k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches",
-                                          "train_s")}  # fmt: skip
+            entry = {
+                k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches", "train_s")
+            }
             stats = trainer.grpo_epoch_stats() if info["stage"] == "grpo" else None
             if stats:
                 entry["grpo_stats"] = stats  # reward, signal_share, clip_frac, ...
             state["epochs"].append(entry)
         elif event == "valid_epoch":
-            entry = {"epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None, "stage": info["stage"],
-                     "valid_s": info["valid_s"], "score": info["score"]}  # fmt: skip
+            entry = {
+                "epoch": state["epochs"][-1]["epoch"] if state["epochs"] else None,
+                "stage": info["stage"],
+                "valid_s": info["valid_s"],
+                "score": info["score"],
+            }
             if info["stage"] == "grpo" and state["test_data"] is not None:
                 # recorded, never used for selection: GRPO's test figure at its best valid epoch, also when that
                 # epoch does not beat SFT and its weights are not the ones finally tested
@@ -521,12 +534,32 @@ def tune(args, model, dataset, variant, add, earlier=()):
     FLR's trials are of its first ``--variants`` entry."""
     prefix = "" if variant == "default" else variant + "-"
     label = variant + args.label_suffix
-    defaults = {r["seed"]: r for r in earlier if r.get("model") == model and r.get("variant") == label
-                and not r.get("config") and "error" not in r and r.get("time_budget") == args.time_budget}  # fmt: skip
-    trials = in_parallel(args, [
-        functools.partial(run_one, args, model, dataset, args.seeds[0], variant, trial,
-                          label=f"{prefix}trial{i}{args.label_suffix}")
-        for i, trial in enumerate(draw_trials(model, args.trials))], add)  # fmt: skip
+    defaults = {
+        r["seed"]: r
+        for r in earlier
+        if r.get("model") == model
+        and r.get("variant") == label
+        and not r.get("config")
+        and "error" not in r
+        and r.get("time_budget") == args.time_budget
+    }
+    trials = in_parallel(
+        args,
+        [
+            functools.partial(
+                run_one,
+                args,
+                model,
+                dataset,
+                args.seeds[0],
+                variant,
+                trial,
+                label=f"{prefix}trial{i}{args.label_suffix}",
+            )
+            for i, trial in enumerate(draw_trials(model, args.trials))
+        ],
+        add,
+    )
     good = [r for r in trials if "error" not in r]
     if not good:
         print(f"[compare] {model}: every trial failed; no tuned run", flush=True)
@@ -539,16 +572,26 @@ def tune(args, model, dataset, variant, add, earlier=()):
     tuned = f"{prefix}tuned{args.label_suffix}"
     first = defaults.get(args.seeds[0])
     if first is not None and first["best_valid_score"] >= best["best_valid_score"]:
-        print(f"[compare] {model}: the defaults validate at least as well ({first['best_valid_score']:.4f}): "
-              f"tuned = {label}", flush=True)  # fmt: skip
+        print(
+            f"[compare] {model}: the defaults validate at least as well ({first['best_valid_score']:.4f}): "
+            f"tuned = {label}",
+            flush=True,
+        )
         config, reused = {}, defaults
     else:
         config, reused = best["config"], {args.seeds[0]: best}
     for seed in args.seeds:
         if seed in reused:
             add({**reused[seed], "variant": tuned, "reused_from": reused[seed]["variant"]})
-    in_parallel(args, [functools.partial(run_one, args, model, dataset, seed, variant, config, label=tuned)
-                       for seed in args.seeds if seed not in reused], add)  # fmt: skip
+    in_parallel(
+        args,
+        [
+            functools.partial(run_one, args, model, dataset, seed, variant, config, label=tuned)
+            for seed in args.seeds
+            if seed not in reused
+        ],
+        add,
+    )
 
 
 def in_parallel(args, runs, add):

@@ -319,9 +319,19 @@ def build(rows=ROWS, results=RESULTS):
     for dataset, design, (tag, variant), (control_tag, control_variant), section in rows:
         a = summarise(_runs(tag, variant, cache, results))
         b = summarise(_runs(control_tag, control_variant, cache, results))
-        table.append({"dataset": dataset, "design": design, "file": f"compare-{tag}.json", "variant": variant,
-                      "control": f"compare-{control_tag}.json: {control_variant}", "section": section,
-                      "flr": a, "backbone": b, **compare(a, b)})  # fmt: skip
+        table.append(
+            {
+                "dataset": dataset,
+                "design": design,
+                "file": f"compare-{tag}.json",
+                "variant": variant,
+                "control": f"compare-{control_tag}.json: {control_variant}",
+                "section": section,
+                "flr": a,
+                "backbone": b,
+                **compare(a, b),
+            }
+        )
     return table
 
 

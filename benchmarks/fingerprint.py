@@ -26,10 +26,22 @@ from recbole_flr.quick_start import run_recbole_flr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
-    "seed": 2020, "reproducibility": True, "epochs": 3, "grpo_epochs": 3, "grpo_stopping_step": 5, "hidden_size": 32,
-    "inner_size": 64, "n_layers": 1, "n_heads": 2, "train_batch_size": 256, "grpo_beta": 0.05,
-    "grpo_updates_per_rollout": 2, "grpo_learning_rate": 1e-3, "show_progress": False, "state": "WARNING",
-}  # fmt: skip
+    "seed": 2020,
+    "reproducibility": True,
+    "epochs": 3,
+    "grpo_epochs": 3,
+    "grpo_stopping_step": 5,
+    "hidden_size": 32,
+    "inner_size": 64,
+    "n_layers": 1,
+    "n_heads": 2,
+    "train_batch_size": 256,
+    "grpo_beta": 0.05,
+    "grpo_updates_per_rollout": 2,
+    "grpo_learning_rate": 1e-3,
+    "show_progress": False,
+    "state": "WARNING",
+}
 
 
 def digest(state_dict):
@@ -72,8 +84,10 @@ def main():
     with open(args.out, "w") as f:
         json.dump(prints, f, indent=1, sort_keys=True, default=str)
     for trainable, values in prints.items():
-        print(f"grpo_trainable {trainable}: best {values['best']}, last {values['last']}, "
-              f"test NDCG@10 {values['test']['ndcg@10']}")  # fmt: skip
+        print(
+            f"grpo_trainable {trainable}: best {values['best']}, last {values['last']}, "
+            f"test NDCG@10 {values['test']['ndcg@10']}"
+        )
 
 
 if __name__ == "__main__":

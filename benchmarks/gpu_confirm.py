@@ -44,18 +44,26 @@ LONG = {"MAX_ITEM_LIST_LENGTH": 200}
 PLANS = {
     # every model at its defaults; then the SmolLM2 title features; then FLR with ids only
     "defaults": [
-        [("FLR", "default", {}, "default", None), ("FLR", "allpos+backbone", {}, "allpos+backbone", None),
-         ("SASRecAllPos", "default", {}, "default", None)],
-        [("FLR", "default+llmtext", TEXT, "default+llmtext", None),
-         ("SASRecAllPos", "default", TEXT, "default+llmtext", None),
-         ("FLR", "allpos+backbone+llmtext", TEXT, "allpos+backbone+llmtext", None)],
+        [
+            ("FLR", "default", {}, "default", None),
+            ("FLR", "allpos+backbone", {}, "allpos+backbone", None),
+            ("SASRecAllPos", "default", {}, "default", None),
+        ],
+        [
+            ("FLR", "default+llmtext", TEXT, "default+llmtext", None),
+            ("SASRecAllPos", "default", TEXT, "default+llmtext", None),
+            ("FLR", "allpos+backbone+llmtext", TEXT, "allpos+backbone+llmtext", None),
+        ],
         [("FLR", "allpos+notext", {}, "allpos+notext", None)],
     ],
     # issue 14's targets: FLR's default and its backbone alone against a tuned SASRecAllPos (amazon-games's FLR rows
     # are converged on the CPU already, so there only the tuned baseline)
     "tuned": [
-        [("FLR", "default", {}, "default", ("ml-1m",)), ("FLR", "backbone", {}, "backbone", ("ml-1m",)),
-         ("SASRecAllPos", "default", TUNED, "tuned", None)],
+        [
+            ("FLR", "default", {}, "default", ("ml-1m",)),
+            ("FLR", "backbone", {}, "backbone", ("ml-1m",)),
+            ("SASRecAllPos", "default", TUNED, "tuned", None),
+        ],
     ],
     # what the first "tuned" call (2026-11-30) left out: SASRecAllPos's defaults on ml-1m (the tuning's other
     # candidate: a draw picked on budget-cut runs may lose to the defaults once both converge), FLR with ids only
@@ -65,19 +73,26 @@ PLANS = {
     # issue 17's table on a titled dataset whose FLR default, backbone and SASRecAllPos ids rows exist (ml-1m: the
     # "tuned" and "followup" calls): FLR with ids only and with SmolLM2 features, SASRecAllPos with SmolLM2 features
     "text": [
-        [("FLR", "default+llmtext", TEXT, "default+llmtext", None), ("FLR", "notext", {}, "notext", None),
-         ("SASRecAllPos", "default", TEXT, "default+llmtext", None)],
+        [
+            ("FLR", "default+llmtext", TEXT, "default+llmtext", None),
+            ("FLR", "notext", {}, "notext", None),
+            ("SASRecAllPos", "default", TEXT, "default+llmtext", None),
+        ],
     ],
     # issue 14's probe of a longer history (ml-100k, 2026-12-07, "a longer history"): at 200 items FLR is 1.02x its
     # backbone alone, one factor and a 3-layer backbone alike, within the noise of 943 users. ml-1m (165 interactions
     # per user, 6,040 users) settles it: FLR's default (SFT only) and its backbone alone at history 200, then at 50
     "length": [
-        [("FLR", "allpos+latentstate", LONG, "allpos+latentstate@len200", ("ml-1m",)),
-         ("FLR", "allpos+backbone", LONG, "allpos+backbone@len200", ("ml-1m",))],
-        [("FLR", "allpos+latentstate", {}, "allpos+latentstate@len50", ("ml-1m",)),
-         ("FLR", "allpos+backbone", {}, "allpos+backbone@len50", ("ml-1m",))],
+        [
+            ("FLR", "allpos+latentstate", LONG, "allpos+latentstate@len200", ("ml-1m",)),
+            ("FLR", "allpos+backbone", LONG, "allpos+backbone@len200", ("ml-1m",)),
+        ],
+        [
+            ("FLR", "allpos+latentstate", {}, "allpos+latentstate@len50", ("ml-1m",)),
+            ("FLR", "allpos+backbone", {}, "allpos+backbone@len50", ("ml-1m",)),
+        ],
     ],
-}  # fmt: skip
+}
 
 
 def plan_runs(plan, datasets, seeds, text_datasets=None):

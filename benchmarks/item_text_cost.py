@@ -57,15 +57,29 @@ def main():
     from recbole_flr.quick_start import prepare
 
     torch.set_num_threads(args.threads)
-    common = {"data_path": args.data_path, "item_text_cache_dir": args.cache_dir, "train_stages": ["sft"],
-              "gpu_id": "", "show_progress": False, "state": "ERROR"}  # fmt: skip
+    common = {
+        "data_path": args.data_path,
+        "item_text_cache_dir": args.cache_dir,
+        "train_stages": ["sft"],
+        "gpu_id": "",
+        "show_progress": False,
+        "state": "ERROR",
+    }
     models = []
     for name, model_name, extra in ROWS:
         config, model, dataset, train_data, _, _ = prepare(model_name, args.dataset, config_dict={**common, **extra})
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         batches = [batch for _, batch in zip(range(args.rounds + 1), train_data)]
-        models.append({"name": name, "model": model, "optimizer": optimizer, "batches": batches, "times": [],
-                       "batches_per_epoch": len(train_data)})  # fmt: skip
+        models.append(
+            {
+                "name": name,
+                "model": model,
+                "optimizer": optimizer,
+                "batches": batches,
+                "times": [],
+                "batches_per_epoch": len(train_data),
+            }
+        )
         print(f"[item_text_cost] built {name}", flush=True)
     time_rows(models, args.rounds)  # round-robin, after a warm-up step
 
@@ -83,12 +97,21 @@ def main():
     rows = []
     for entry in models:
         step_s = sorted(entry["times"])[len(entry["times"]) // 2]
-        rows.append({"row": entry["name"], "step_s": step_s, "batches_per_epoch": entry["batches_per_epoch"],
-                     "epoch_s": step_s * entry["batches_per_epoch"], "steps": entry["times"]})  # fmt: skip
+        rows.append(
+            {
+                "row": entry["name"],
+                "step_s": step_s,
+                "batches_per_epoch": entry["batches_per_epoch"],
+                "epoch_s": step_s * entry["batches_per_epoch"],
+                "steps": entry["times"],
+            }
+        )
     base = rows[-2]["epoch_s"]
     timing = "thread CPU time" if args.threads == 1 else "wall time"
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
+    )
     lines = [
         f"### {args.dataset}: what item text costs",
         "",
@@ -97,19 +120,35 @@ def main():
         "| Row | s/step (median) | batches/epoch | s/epoch | vs SASRecAllPos ids only |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {r['row']} | {r['step_s']:.3f} | {r['batches_per_epoch']} | {r['epoch_s']:.1f} | "
-              f"{r['epoch_s'] / base:.2f}x |" for r in rows]  # fmt: skip
-    lines += ["", f"One-time encoding with SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised to float32): model loading "
-              f"{load_s:.1f} s, then {len(texts)} titles in {encode_s:.1f} s ({len(texts) / encode_s:.0f} items/s); "
-              f"the whole catalogue ({dataset.item_num - 1} items) is about "
-              f"{load_s + (dataset.item_num - 1) * encode_s / len(texts):.0f} s once, then read from the cache.", "",
-              f"Command: `python benchmarks/item_text_cost.py {' '.join(sys.argv[1:])}`"]  # fmt: skip
+    lines += [
+        f"| {r['row']} | {r['step_s']:.3f} | {r['batches_per_epoch']} | {r['epoch_s']:.1f} | "
+        f"{r['epoch_s'] / base:.2f}x |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"One-time encoding with SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised to float32): model loading "
+        f"{load_s:.1f} s, then {len(texts)} titles in {encode_s:.1f} s ({len(texts) / encode_s:.0f} items/s); "
+        f"the whole catalogue ({dataset.item_num - 1} items) is about "
+        f"{load_s + (dataset.item_num - 1) * encode_s / len(texts):.0f} s once, then read from the cache.",
+        "",
+        f"Command: `python benchmarks/item_text_cost.py {' '.join(sys.argv[1:])}`",
+    ]
     text = "\n".join(lines)
     print(text)
     out = os.path.join(ROOT, "benchmarks", "results", f"item_text_cost-{args.dataset}")
     with open(out + ".json", "w") as f:
-        json.dump({"machine": machine, "rows": rows, "encoder_load_s": load_s, "encode_s": encode_s,
-                   "encoded_items": len(texts)}, f, indent=1)  # fmt: skip
+        json.dump(
+            {
+                "machine": machine,
+                "rows": rows,
+                "encoder_load_s": load_s,
+                "encode_s": encode_s,
+                "encoded_items": len(texts),
+            },
+            f,
+            indent=1,
+        )
     with open(out + ".md", "w") as f:
         f.write(text + "\n")
     return 0

@@ -25,8 +25,12 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMAND = ["run_recbole_flr.py", "--model=FLR", "--dataset=ml-100k",
-           "--config_files=recbole_flr/properties/protocol.yaml"]  # fmt: skip
+COMMAND = [
+    "run_recbole_flr.py",
+    "--model=FLR",
+    "--dataset=ml-100k",
+    "--config_files=recbole_flr/properties/protocol.yaml",
+]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

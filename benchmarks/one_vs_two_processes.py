@@ -22,12 +22,25 @@ if __name__ == "__main__":
     os.chdir(scratch)
     write_tiny_dataset(os.path.join(scratch, "data"))
     config = {
-        "data_path": os.path.join(scratch, "data"), "MAX_ITEM_LIST_LENGTH": 10,
+        "data_path": os.path.join(scratch, "data"),
+        "MAX_ITEM_LIST_LENGTH": 10,
         "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]},
-        "epochs": 5, "grpo_epochs": 2, "learning_rate": 0.003, "train_batch_size": 64, "hidden_size": 16,
-        "inner_size": 32, "n_layers": 1, "n_factors": 2, "show_progress": False, "state": "ERROR", "gpu_id": "",
-        "metrics": ["NDCG", "Recall"], "topk": [10], "valid_metric": "NDCG@10", "checkpoint_dir": "saved",
-    }  # fmt: skip
+        "epochs": 5,
+        "grpo_epochs": 2,
+        "learning_rate": 0.003,
+        "train_batch_size": 64,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "n_factors": 2,
+        "show_progress": False,
+        "state": "ERROR",
+        "gpu_id": "",
+        "metrics": ["NDCG", "Recall"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
+        "checkpoint_dir": "saved",
+    }
     one = run("FLR", "tiny", config_dict=dict(config))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

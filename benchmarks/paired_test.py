@@ -170,9 +170,18 @@ def main():
             row = per_user(checkpoint, args.k)
             row["checkpoint"] = checkpoint
             rows.append(row)
-            print(json.dumps({"group": label, "checkpoint": checkpoint, "seed": row["seed"], "users": len(row["users"]),
-                              f"ndcg@{args.k}": round(float(row["ndcg"].mean()), 4),
-                              f"recall@{args.k}": round(float(row["recall"].mean()), 4)}))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "group": label,
+                        "checkpoint": checkpoint,
+                        "seed": row["seed"],
+                        "users": len(row["users"]),
+                        f"ndcg@{args.k}": round(float(row["ndcg"].mean()), 4),
+                        f"recall@{args.k}": round(float(row["recall"].mean()), 4),
+                    }
+                )
+            )
         groups[label] = rows
     a, b = (group_mean(groups[label], label) for label in (args.label_a, args.label_b))
     if not np.array_equal(groups[args.label_a][0]["users"], groups[args.label_b][0]["users"]):
@@ -184,12 +193,16 @@ def main():
         "label_b": args.label_b,
         "checkpoints": {
             label: [
-                {"checkpoint": r["checkpoint"], "seed": r["seed"], f"ndcg@{args.k}": float(r["ndcg"].mean()),
-                 f"recall@{args.k}": float(r["recall"].mean())}
+                {
+                    "checkpoint": r["checkpoint"],
+                    "seed": r["seed"],
+                    f"ndcg@{args.k}": float(r["ndcg"].mean()),
+                    f"recall@{args.k}": float(r["recall"].mean()),
+                }
                 for r in rows
             ]
             for label, rows in groups.items()
-        },  # fmt: skip
+        },
         f"ndcg@{args.k}": paired(a["ndcg"], b["ndcg"], args.n_boot),
         f"recall@{args.k}": paired(a["recall"], b["recall"], args.n_boot),
         "by_history_length": {

@@ -71,9 +71,14 @@ def train(model, args, workdir):
     import yaml
 
     config = {
-        "epochs": args.epochs, "hidden_size": args.hidden_size, "show_progress": False, "gpu_id": "",
-        "checkpoint_dir": os.path.join(workdir, "saved"), "seed": 2020, "reproducibility": True,
-    }  # fmt: skip
+        "epochs": args.epochs,
+        "hidden_size": args.hidden_size,
+        "show_progress": False,
+        "gpu_id": "",
+        "checkpoint_dir": os.path.join(workdir, "saved"),
+        "seed": 2020,
+        "reproducibility": True,
+    }
     if args.data_path:
         config["data_path"] = os.path.abspath(args.data_path)
     if model == "FLR":
@@ -118,12 +123,25 @@ def evaluate(model_file, args):
         "checkpoint": os.path.relpath(model_file, REPO),
         "best_epoch": checkpoint["epoch"],
         "best_valid_score": checkpoint["best_valid_score"],
-        "settings": {key: config[key] for key in ("hidden_size", "n_layers", "n_heads", "MAX_ITEM_LIST_LENGTH",
-                                                  "train_batch_size", "learning_rate", "loss_type", "epochs")},
+        "settings": {
+            key: config[key]
+            for key in (
+                "hidden_size",
+                "n_layers",
+                "n_heads",
+                "MAX_ITEM_LIST_LENGTH",
+                "train_batch_size",
+                "learning_rate",
+                "loss_type",
+                "epochs",
+            )
+        },
         "eval_seconds": time.time() - start,
-        "results": {kind: {str(rate): {k: float(v) for k, v in m.items()} for rate, m in r.items()}
-                    for kind, r in results.items()},
-    }  # fmt: skip
+        "results": {
+            kind: {str(rate): {k: float(v) for k, v in m.items()} for rate, m in r.items()}
+            for kind, r in results.items()
+        },
+    }
 
 
 def table(report, rates):
@@ -206,8 +224,11 @@ def main(argv=None):
         epochs = row["settings"]["epochs"] if model not in given else "?"  # a given checkpoint's run is not known here
         row.update({"train_seconds": seconds, "cut_by_time_budget": cut, "epochs": epochs})
         report["models"][model] = row
-        print(f"{model}: best epoch {row['best_epoch'] + 1}, clean {METRIC} "
-              f"{row['results']['replace'][str(args.rates[0])][METRIC]:.4f}", flush=True)  # fmt: skip
+        print(
+            f"{model}: best epoch {row['best_epoch'] + 1}, clean {METRIC} "
+            f"{row['results']['replace'][str(args.rates[0])][METRIC]:.4f}",
+            flush=True,
+        )
     text = table(report, args.rates)
     print(text)
     results_dir, images_dir = os.path.join(REPO, "benchmarks", "results"), os.path.join(REPO, "docs", "images")

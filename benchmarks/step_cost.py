@@ -64,8 +64,14 @@ def build_row(row, dataset, rounds, settings):
     train_data = compact_train_data(train_data, model)  # as run_recbole_flr trains it
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["learning_rate"])
     batches = [batch for _, batch in zip(range(rounds + 1), train_data)]
-    return {"row": row, "model": model, "optimizer": optimizer, "batches": batches, "times": [],
-            "batches_per_epoch": len(train_data)}  # fmt: skip
+    return {
+        "row": row,
+        "model": model,
+        "optimizer": optimizer,
+        "batches": batches,
+        "times": [],
+        "batches_per_epoch": len(train_data),
+    }
 
 
 def time_rows(entries, rounds):
@@ -109,13 +115,22 @@ def main():
     rows = []
     for entry in entries:
         step_s = sorted(entry["times"])[len(entry["times"]) // 2]
-        rows.append({"row": entry["row"], "step_s": step_s, "batches_per_epoch": entry["batches_per_epoch"],
-                     "epoch_s": step_s * entry["batches_per_epoch"], "parameters": entry["parameters"],
-                     "steps": entry["times"]})  # fmt: skip
+        rows.append(
+            {
+                "row": entry["row"],
+                "step_s": step_s,
+                "batches_per_epoch": entry["batches_per_epoch"],
+                "epoch_s": step_s * entry["batches_per_epoch"],
+                "parameters": entry["parameters"],
+                "steps": entry["times"],
+            }
+        )
     base = rows[-1]
     timing = "thread CPU time" if args.threads == 1 else "wall time"
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
+    )
     lines = [
         f"### {args.dataset}: the cost of an SFT step",
         "",
@@ -124,8 +139,11 @@ def main():
         f"| row | parameters trained | s/step | batches/epoch | SFT s/epoch | vs {base['row']} |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['row']} | {r['parameters']:,} | {r['step_s']:.3f} | {r['batches_per_epoch']} | "
-              f"{r['epoch_s']:.1f} | {r['epoch_s'] / base['epoch_s']:.2f}x |" for r in rows]  # fmt: skip
+    lines += [
+        f"| {r['row']} | {r['parameters']:,} | {r['step_s']:.3f} | {r['batches_per_epoch']} | "
+        f"{r['epoch_s']:.1f} | {r['epoch_s'] / base['epoch_s']:.2f}x |"
+        for r in rows
+    ]
     lines += ["", f"Command: `python benchmarks/step_cost.py {' '.join(sys.argv[1:])}`"]
     text = "\n".join(lines)
     print(text)

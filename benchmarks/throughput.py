@@ -48,14 +48,26 @@ sys.path.insert(0, REPO)
 
 SHAPES = {
     "qwen2.5-0.5b": dict(
-        hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-        intermediate_size=4864, rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768,
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=32768,
     ),
     "tiny": dict(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=256, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=1024,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=1024,
     ),
-}  # fmt: skip
+}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 TARGETS = {"sft_over_bare": 0.75, "grpo_over_sft": 1.5}
 
@@ -109,15 +121,25 @@ def flr_config(args, device, dataset="throughput", **extra):
     from recbole_flr import Config
 
     config_dict = {
-        "llm_path": args.llm_path, "llm_gguf_file": args.llm_gguf_file, "item_text_field": None,
-        "MAX_ITEM_LIST_LENGTH": args.length, "lora_r": args.lora_r, "n_factors": args.n_factors,
-        "latent_steps": args.latent_steps, "gpu_id": "0" if device.type == "cuda" else "", "state": "ERROR",
-        "show_progress": False, "train_batch_size": args.batch, "seed": 2020, "reproducibility": False,
+        "llm_path": args.llm_path,
+        "llm_gguf_file": args.llm_gguf_file,
+        "item_text_field": None,
+        "MAX_ITEM_LIST_LENGTH": args.length,
+        "lora_r": args.lora_r,
+        "n_factors": args.n_factors,
+        "latent_steps": args.latent_steps,
+        "gpu_id": "0" if device.type == "cuda" else "",
+        "state": "ERROR",
+        "show_progress": False,
+        "train_batch_size": args.batch,
+        "seed": 2020,
+        "reproducibility": False,
         "grpo_num_generations": args.generations,
         # one loss per history, as the FLOP counts below assume (and as the stand-in dataset allows: it has no
         # training rows to pick all-positions windows from); train_all_positions is timed in docs/benchmarks.md
-        "train_all_positions": False, **extra,
-    }  # fmt: skip
+        "train_all_positions": False,
+        **extra,
+    }
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config would read this script's --key=value flags too
     try:
         config = Config(model="FLR", dataset=dataset, config_dict=config_dict)
@@ -151,11 +173,13 @@ def synthetic_batch(model, batch, length, n_items, device):
     from recbole.data.interaction import Interaction
 
     generator = torch.Generator().manual_seed(0)
-    return Interaction({
-        model.ITEM_SEQ: torch.randint(1, n_items, (batch, length), generator=generator),
-        model.ITEM_SEQ_LEN: torch.full((batch,), length, dtype=torch.long),
-        model.ITEM_ID: torch.randint(1, n_items, (batch,), generator=generator),
-    }).to(device)  # fmt: skip
+    return Interaction(
+        {
+            model.ITEM_SEQ: torch.randint(1, n_items, (batch, length), generator=generator),
+            model.ITEM_SEQ_LEN: torch.full((batch,), length, dtype=torch.long),
+            model.ITEM_ID: torch.randint(1, n_items, (batch,), generator=generator),
+        }
+    ).to(device)
 
 
 def time_step(fn, steps, warmup, device):
@@ -235,13 +259,22 @@ def run_steps(args, model, config, device, dtype):
         "flr_grpo": 2 * N * B * L + 2 * N * B * G + 2 * D * n_items * B * G,
         "flr_infer": 2 * N * B * (L + 1) + 2 * D * n_items * B,
     }
-    steps = {"bare_train": bare_train, "bare_infer": bare_infer, "flr_sft": flr_sft, "flr_grpo": flr_grpo,
-             "flr_infer": flr_infer}  # fmt: skip
+    steps = {
+        "bare_train": bare_train,
+        "bare_infer": bare_infer,
+        "flr_sft": flr_sft,
+        "flr_grpo": flr_grpo,
+        "flr_infer": flr_infer,
+    }
     results = {}
     for name, fn in steps.items():
         seconds, peak = time_step(fn, args.steps, args.warmup, device)
-        results[name] = {"ms_per_step": 1e3 * seconds, "histories_per_s": B / seconds,
-                         "tflops": flops[name] / seconds / 1e12, "peak_mem_gib": peak}  # fmt: skip
+        results[name] = {
+            "ms_per_step": 1e3 * seconds,
+            "histories_per_s": B / seconds,
+            "tflops": flops[name] / seconds / 1e12,
+            "peak_mem_gib": peak,
+        }
     return results, N
 
 
@@ -254,8 +287,14 @@ def run_pipeline(args, device, dtype):
 
     from recbole_flr.model import FLR
 
-    config = flr_config(args, device, dataset=args.dataset, data_path=args.data_path, worker=args.worker,
-                        load_col={"inter": ["user_id", "item_id", "timestamp"]})  # fmt: skip
+    config = flr_config(
+        args,
+        device,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        worker=args.worker,
+        load_col={"inter": ["user_id", "item_id", "timestamp"]},
+    )
     init_seed(config["seed"], config["reproducibility"])
     start = time.perf_counter()
     dataset = create_dataset(config)
@@ -299,11 +338,17 @@ def run_pipeline(args, device, dtype):
     sync(device)
     wall = time.perf_counter() - start
     return {
-        "dataset": args.dataset, "n_items": dataset.item_num, "train_histories_per_epoch": len(train_data.dataset),
-        "batches_timed": n_batches, "build_s": built, "loader_histories_per_s": rows / loader_s,
-        "end_to_end_histories_per_s": steps_rows / wall, "device_busy_fraction": busy / wall,
-        "epoch_s_estimate": len(train_data.dataset) / (steps_rows / wall), "worker": args.worker,
-    }  # fmt: skip
+        "dataset": args.dataset,
+        "n_items": dataset.item_num,
+        "train_histories_per_epoch": len(train_data.dataset),
+        "batches_timed": n_batches,
+        "build_s": built,
+        "loader_histories_per_s": rows / loader_s,
+        "end_to_end_histories_per_s": steps_rows / wall,
+        "device_busy_fraction": busy / wall,
+        "epoch_s_estimate": len(train_data.dataset) / (steps_rows / wall),
+        "worker": args.worker,
+    }
 
 
 def main():
@@ -357,31 +402,53 @@ def main():
         "infer_over_bare": results["flr_infer"]["histories_per_s"] / results["bare_infer"]["histories_per_s"],
     }
     report = {
-        "device": name, "dtype": str(dtype).replace("torch.", ""), "shape": shape, "body_params_N": N,
-        "batch": args.batch, "length": args.length, "n_items": args.n_items, "generations": args.generations,
-        "lora_r": args.lora_r, "n_factors": args.n_factors, "latent_steps": args.latent_steps, "steps": args.steps,
-        "measured_matmul_tflops": peak / 1e12, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "results": results, "ratios": ratios, "targets": TARGETS, "pipeline": pipeline,
+        "device": name,
+        "dtype": str(dtype).replace("torch.", ""),
+        "shape": shape,
+        "body_params_N": N,
+        "batch": args.batch,
+        "length": args.length,
+        "n_items": args.n_items,
+        "generations": args.generations,
+        "lora_r": args.lora_r,
+        "n_factors": args.n_factors,
+        "latent_steps": args.latent_steps,
+        "steps": args.steps,
+        "measured_matmul_tflops": peak / 1e12,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "results": results,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "pipeline": pipeline,
         "command": " ".join(["python"] + sys.argv),
-    }  # fmt: skip
+    }
 
-    print(f"{name}, {report['dtype']}, shape {shape} (N = {N / 1e6:.1f}M body parameters), batch {args.batch}, "
-          f"length {args.length}, {args.n_items} items, LoRA r={args.lora_r}, G={args.generations}; "
-          f"measured matmul rate {peak / 1e12:.2f} TFLOP/s")  # fmt: skip
+    print(
+        f"{name}, {report['dtype']}, shape {shape} (N = {N / 1e6:.1f}M body parameters), batch {args.batch}, "
+        f"length {args.length}, {args.n_items} items, LoRA r={args.lora_r}, G={args.generations}; "
+        f"measured matmul rate {peak / 1e12:.2f} TFLOP/s"
+    )
     print(f"{'step':<12}{'ms/step':>10}{'hist/s':>11}{'TFLOP/s':>10}{'MFU':>8}{'peak GiB':>10}")
     for step, row in results.items():
         mem = f"{row['peak_mem_gib']:.1f}" if row["peak_mem_gib"] is not None else "-"
-        print(f"{step:<12}{row['ms_per_step']:>10.1f}{row['histories_per_s']:>11.1f}{row['tflops']:>10.3f}"
-              f"{100 * row['mfu']:>7.1f}%{mem:>10}")  # fmt: skip
-    print(f"FLR SFT / bare train throughput: {ratios['sft_over_bare']:.2f} (target >= {TARGETS['sft_over_bare']}); "
-          f"GRPO / SFT step time: {ratios['grpo_over_sft']:.2f} (target <= {TARGETS['grpo_over_sft']}); "
-          f"FLR / bare inference throughput: {ratios['infer_over_bare']:.2f}")  # fmt: skip
+        print(
+            f"{step:<12}{row['ms_per_step']:>10.1f}{row['histories_per_s']:>11.1f}{row['tflops']:>10.3f}"
+            f"{100 * row['mfu']:>7.1f}%{mem:>10}"
+        )
+    print(
+        f"FLR SFT / bare train throughput: {ratios['sft_over_bare']:.2f} (target >= {TARGETS['sft_over_bare']}); "
+        f"GRPO / SFT step time: {ratios['grpo_over_sft']:.2f} (target <= {TARGETS['grpo_over_sft']}); "
+        f"FLR / bare inference throughput: {ratios['infer_over_bare']:.2f}"
+    )
     if pipeline:
-        print(f"pipeline {pipeline['dataset']}: build {pipeline['build_s']:.1f} s, loader alone "
-              f"{pipeline['loader_histories_per_s']:.0f} hist/s, end to end "
-              f"{pipeline['end_to_end_histories_per_s']:.0f} hist/s, device busy "
-              f"{100 * pipeline['device_busy_fraction']:.0f}% of the wall, epoch of "
-              f"{pipeline['train_histories_per_epoch']} histories ~ {pipeline['epoch_s_estimate']:.0f} s")  # fmt: skip
+        print(
+            f"pipeline {pipeline['dataset']}: build {pipeline['build_s']:.1f} s, loader alone "
+            f"{pipeline['loader_histories_per_s']:.0f} hist/s, end to end "
+            f"{pipeline['end_to_end_histories_per_s']:.0f} hist/s, device busy "
+            f"{100 * pipeline['device_busy_fraction']:.0f}% of the wall, epoch of "
+            f"{pipeline['train_histories_per_epoch']} histories ~ {pipeline['epoch_s_estimate']:.0f} s"
+        )
     os.makedirs(args.out, exist_ok=True)
     tag = "cpu" if device.type == "cpu" else re.sub(r"\W+", "-", name).strip("-").lower()
     suffix = f"-{args.dataset}" if args.dataset else ""

@@ -90,13 +90,15 @@ class Config(RecBoleConfig):
                 self._update_internal_config_dict(parent_file)
                 break
         internal = self.internal_config_dict
-        if internal.get("MODEL_TYPE") == ModelType.SEQUENTIAL and internal.get("load_col") == {"inter": [
-                internal["USER_ID_FIELD"], internal["ITEM_ID_FIELD"]]}:  # fmt: skip
+        if internal.get("MODEL_TYPE") == ModelType.SEQUENTIAL and internal.get("load_col") == {
+            "inter": [internal["USER_ID_FIELD"], internal["ITEM_ID_FIELD"]]
+        }:
             # NOTE: RecBole's default for a dataset without its own YAML loads the ids only, and its sequential
             # defaults then order by time (eval_args order: TO) without the time column. Every sequential model loads
             # what FLR loads by default: ids and timestamp (FLR.yaml adds the title, which only FLR reads).
-            internal["load_col"] = {"inter": [internal["USER_ID_FIELD"], internal["ITEM_ID_FIELD"],
-                                              internal["TIME_FIELD"]]}  # fmt: skip
+            internal["load_col"] = {
+                "inter": [internal["USER_ID_FIELD"], internal["ITEM_ID_FIELD"], internal["TIME_FIELD"]]
+            }
         dataset_file = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
         if os.path.isfile(dataset_file):
             dataset_keys = self._update_internal_config_dict(dataset_file) or {}
@@ -148,8 +150,19 @@ class Config(RecBoleConfig):
 
 # ---------------------------------------------------------------------------------------------------- validation
 # Keys that are no YAML default but that the run script or RecBole's distributed mode set or read.
-RUN_KEYS = {"model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset", "offset",
-            "local_rank", "resume_from"}  # fmt: skip
+RUN_KEYS = {
+    "model",
+    "dataset",
+    "config_files",
+    "nproc",
+    "ip",
+    "port",
+    "world_size",
+    "group_offset",
+    "offset",
+    "local_rank",
+    "resume_from",
+}
 # RecBole documents no range for these keys; a value outside fails deep inside torch or RecBole, or means nothing.
 RECBOLE_RANGES = {
     "epochs": "[0, inf)",
@@ -214,12 +227,16 @@ def read_documented_keys(path):
 
 
 def _properties_files(config):
-    files = [os.path.join(RECBOLE_PROPERTIES_DIR, "overall.yaml"),
-             os.path.join(RECBOLE_PROPERTIES_DIR, "dataset", "sample.yaml")]  # fmt: skip
+    files = [
+        os.path.join(RECBOLE_PROPERTIES_DIR, "overall.yaml"),
+        os.path.join(RECBOLE_PROPERTIES_DIR, "dataset", "sample.yaml"),
+    ]
     for base in config.model_class.__mro__:
         files.append(os.path.join(RECBOLE_PROPERTIES_DIR, "model", f"{base.__name__}.yaml"))
-    files += [os.path.join(PROPERTIES_DIR, "dataset", f"{config.dataset}.yaml"),
-              os.path.join(PROPERTIES_DIR, "model", f"{config.model}.yaml")]  # fmt: skip
+    files += [
+        os.path.join(PROPERTIES_DIR, "dataset", f"{config.dataset}.yaml"),
+        os.path.join(PROPERTIES_DIR, "model", f"{config.model}.yaml"),
+    ]
     return [file for file in files if os.path.isfile(file)]
 
 
@@ -313,8 +330,14 @@ def check_values(config):
             _check_value(config, key, kind if kind in ("int", "float", "bool") else None, legal, doc, source)
         if key in RECBOLE_RANGES:
             kind = "float" if key in ("learning_rate", "weight_decay") else "int"
-            _check_value(config, key, kind, _parse_range(RECBOLE_RANGES[key]), f"({kind}) Range in "
-                         f"{RECBOLE_RANGES[key]}.", "recbole_flr.config.RECBOLE_RANGES")  # fmt: skip
+            _check_value(
+                config,
+                key,
+                kind,
+                _parse_range(RECBOLE_RANGES[key]),
+                f"({kind}) Range in {RECBOLE_RANGES[key]}.",
+                "recbole_flr.config.RECBOLE_RANGES",
+            )
     check_valid_metric(config)
 
 
@@ -392,15 +415,21 @@ def training_plan(config):
         stages = read_train_stages(config["train_stages"])
         parts = []
         if "sft" in stages:
-            parts.append(f"SFT up to {config['epochs']} epochs (epochs; stops after {config['stopping_step']} "
-                         f"epochs without a better {valid})")  # fmt: skip
+            parts.append(
+                f"SFT up to {config['epochs']} epochs (epochs; stops after {config['stopping_step']} "
+                f"epochs without a better {valid})"
+            )
         if "grpo" in stages:
-            parts.append(f"GRPO up to {config['grpo_epochs']} epochs (grpo_epochs; stops after "
-                         f"{config['grpo_stopping_step']} epochs without beating the best {valid})")  # fmt: skip
+            parts.append(
+                f"GRPO up to {config['grpo_epochs']} epochs (grpo_epochs; stops after "
+                f"{config['grpo_stopping_step']} epochs without beating the best {valid})"
+            )
         total = (config["epochs"] if "sft" in stages else 0) + (config["grpo_epochs"] if "grpo" in stages else 0)
         plan = ", then ".join(parts) + f": at most {total} epochs in all"
     else:
-        plan = (f"up to {config['epochs']} epochs (epochs; stops after {config['stopping_step']} epochs without a "
-                f"better {valid})")  # fmt: skip
+        plan = (
+            f"up to {config['epochs']} epochs (epochs; stops after {config['stopping_step']} epochs without a "
+            f"better {valid})"
+        )
     resume = f"; resuming {config['resume_from']}" if config["resume_from"] else ""
     return f"Training plan: {plan}{resume}."

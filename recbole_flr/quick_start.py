@@ -126,8 +126,10 @@ def run_recbole_flr(
         trainer.time_budget = time_budget
         for callback in callbacks:
             trainer.add_callback(callback)
-            callback("prepared", {"trainer": trainer, "train_data": train_data, "valid_data": valid_data,
-                                  "test_data": test_data})  # fmt: skip
+            callback(
+                "prepared",
+                {"trainer": trainer, "train_data": train_data, "valid_data": valid_data, "test_data": test_data},
+            )
     if saved and hasattr(trainer, "last_model_file"):
         logger.info(
             f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "

@@ -34,8 +34,10 @@ def _check(rate, item_seq, item_seq_len):
     if not 0.0 <= float(rate) <= 1.0:
         raise UserInputError(f"rate={rate} is invalid: a corruption rate is a probability in [0, 1].")
     if item_seq.dim() != 2 or item_seq_len.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq must be [N, L] and item_seq_len [N]; got {tuple(item_seq.shape)} and "
-                         f"{tuple(item_seq_len.shape)}.")  # fmt: skip
+        raise ValueError(
+            f"item_seq must be [N, L] and item_seq_len [N]; got {tuple(item_seq.shape)} and "
+            f"{tuple(item_seq_len.shape)}."
+        )
 
 
 def replace_items(item_seq, item_seq_len, rate, n_items, generator=None):
@@ -91,8 +93,16 @@ def drop_items(item_seq, item_seq_len, rate, generator=None, extra_lists=()):
     return shift(item_seq), new_len, [shift(tensor) for tensor in extra_lists]
 
 
-def corrupt_interaction(interaction, kind, rate, n_items, seed, item_seq_field="item_id_list",
-                        item_seq_len_field="item_length", list_suffix="_list"):  # fmt: skip
+def corrupt_interaction(
+    interaction,
+    kind,
+    rate,
+    n_items,
+    seed,
+    item_seq_field="item_id_list",
+    item_seq_len_field="item_length",
+    list_suffix="_list",
+):
     r"""A corrupted copy of RecBole sequential samples (an ``Interaction`` with item_id_list, item_length, ...).
 
     Args:
@@ -114,8 +124,11 @@ def corrupt_interaction(interaction, kind, rate, n_items, seed, item_seq_field="
     if kind == "replace":
         fields[item_seq_field], fields[item_seq_len_field] = replace_items(seq, seq_len, rate, n_items, generator)
     else:
-        others = [name for name in fields if name.endswith(list_suffix) and name != item_seq_field
-                  and fields[name].shape[:2] == seq.shape]  # fmt: skip
+        others = [
+            name
+            for name in fields
+            if name.endswith(list_suffix) and name != item_seq_field and fields[name].shape[:2] == seq.shape
+        ]
         new_seq, new_len, shifted = drop_items(seq, seq_len, rate, generator, [fields[n] for n in others])
         fields[item_seq_field], fields[item_seq_len_field] = new_seq, new_len
         fields.update(zip(others, shifted))
@@ -138,19 +151,26 @@ def corrupted_dataloader(eval_data, kind, rate, seed=2020):
         FullSortEvalDataLoader: same config, sampler and batch size as ``eval_data``.
     """
     if not isinstance(eval_data, FullSortEvalDataLoader) or not eval_data.is_sequential:
-        raise ValueError("Robustness evaluation needs the full-sort dataloader of a sequential model "
-                         "(eval_args mode: full).")  # fmt: skip
+        raise ValueError(
+            "Robustness evaluation needs the full-sort dataloader of a sequential model (eval_args mode: full)."
+        )
     config, dataset = eval_data.config, eval_data._dataset
     inter = corrupt_interaction(
-        dataset.inter_feat, kind, rate, dataset.item_num, seed,
+        dataset.inter_feat,
+        kind,
+        rate,
+        dataset.item_num,
+        seed,
         item_seq_field=dataset.iid_field + config["LIST_SUFFIX"],
-        item_seq_len_field=config["ITEM_LIST_LENGTH_FIELD"], list_suffix=config["LIST_SUFFIX"],
-    )  # fmt: skip
+        item_seq_len_field=config["ITEM_LIST_LENGTH_FIELD"],
+        list_suffix=config["LIST_SUFFIX"],
+    )
     return FullSortEvalDataLoader(config, dataset.copy(inter), eval_data._sampler, shuffle=False)
 
 
-def evaluate_corrupted(config, model, test_data, kinds=CORRUPTIONS, rates=(0.0, 0.1, 0.2, 0.3), seed=2020,
-                       trainer=None):  # fmt: skip
+def evaluate_corrupted(
+    config, model, test_data, kinds=CORRUPTIONS, rates=(0.0, 0.1, 0.2, 0.3), seed=2020, trainer=None
+):
     r"""RecBole's test metrics of ``model`` on histories corrupted at each rate, for each corruption kind.
 
     Args:

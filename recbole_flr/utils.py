@@ -232,18 +232,24 @@ def find_bad_atomic_line(config):
                 if fields == [""]:
                     continue
                 if len(fields) != len(header):
-                    return (f"{path}, line {number}: {len(fields)} fields where the header has {len(header)} "
-                            f"({separator!r}-separated); remove the extra separators or fill the missing "
-                            "fields.")  # fmt: skip
+                    return (
+                        f"{path}, line {number}: {len(fields)} fields where the header has {len(header)} "
+                        f"({separator!r}-separated); remove the extra separators or fill the missing "
+                        "fields."
+                    )
                 for column, kind, value in zip(header, types, fields):
                     if value.startswith('"') and not (len(value) > 1 and value.endswith('"')):
-                        return (f"{path}, line {number}: the field {column} starts with a double quote "
-                                f"({value[:40]!r}), which the CSV reader takes as an opening quote that runs into the "
-                                "next lines; remove the quote or put the text without quotes.")  # fmt: skip
+                        return (
+                            f"{path}, line {number}: the field {column} starts with a double quote "
+                            f"({value[:40]!r}), which the CSV reader takes as an opening quote that runs into the "
+                            "next lines; remove the quote or put the text without quotes."
+                        )
                     if kind == "float" and value.strip():
                         try:
                             float(value)
                         except ValueError:
-                            return (f"{path}, line {number}: {column} is {value!r}, not a number; a :float column "
-                                    "holds numbers only (change the value, or declare the column :token).")  # fmt: skip
+                            return (
+                                f"{path}, line {number}: {column} is {value!r}, not a number; a :float column "
+                                "holds numbers only (change the value, or declare the column :token)."
+                            )
     return None

@@ -107,9 +107,16 @@ def tiny_llm_dir(tmp_path_factory):
     vocab.update({"re": len(vocab), "red": len(vocab) + 1})
     Qwen2Tokenizer(vocab=vocab, merges=[("r", "e"), ("re", "d")]).save_pretrained(path)
     config = AutoConfig.for_model(
-        "qwen2", vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True,
-    )  # fmt: skip
+        "qwen2",
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     return path

@@ -80,8 +80,9 @@ def test_one_epoch_run_with_the_switch(tiny_config_dict):
 
 
 def test_compact_loader_yields_exactly_the_kept_windows(tiny_config_dict):
-    model, train_data, _ = build(tiny_config_dict, train_all_positions=True, train_stages=["sft"],
-                                 MAX_ITEM_LIST_LENGTH=4, train_batch_size=32)  # fmt: skip
+    model, train_data, _ = build(
+        tiny_config_dict, train_all_positions=True, train_stages=["sft"], MAX_ITEM_LIST_LENGTH=4, train_batch_size=32
+    )
     loader = compact_train_data(train_data, model)
     assert isinstance(loader, KeptWindowsLoader)
     rows, kept = len(train_data._dataset), int(model.training_windows.sum())
@@ -113,8 +114,14 @@ def test_repeated_items_still_train_each_target_once(tmp_path, monkeypatch):
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     lines += [f"{user}\t{1 + (user + position % 3) % 9}\t{position}" for user in range(1, 13) for position in range(11)]
     (folder / "cycles.inter").write_text("\n".join(lines) + "\n")
-    config = dict(tiny_settings(str(tmp_path)), dataset="cycles", MAX_ITEM_LIST_LENGTH=2, train_all_positions=True,
-                  load_col={"inter": ["user_id", "item_id", "timestamp"]}, item_text_field=None)  # fmt: skip
+    config = dict(
+        tiny_settings(str(tmp_path)),
+        dataset="cycles",
+        MAX_ITEM_LIST_LENGTH=2,
+        train_all_positions=True,
+        load_col={"inter": ["user_id", "item_id", "timestamp"]},
+        item_text_field=None,
+    )
     from recbole_flr import prepare
 
     _, model, _, train_data, _, _ = prepare("FLR", "cycles", config_dict=config)

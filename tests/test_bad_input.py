@@ -14,9 +14,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
 TINY = [
     "--load_col={'inter': ['user_id', 'item_id', 'timestamp'], 'item': ['item_id', 'title']}",
-    "--MAX_ITEM_LIST_LENGTH=10", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--n_factors=2",
-    "--epochs=1", "--grpo_epochs=1", "--train_batch_size=64", "--show_progress=False", "--gpu_id=", "--state=ERROR",
-]  # fmt: skip
+    "--MAX_ITEM_LIST_LENGTH=10",
+    "--hidden_size=16",
+    "--inner_size=32",
+    "--n_layers=1",
+    "--n_factors=2",
+    "--epochs=1",
+    "--grpo_epochs=1",
+    "--train_batch_size=64",
+    "--show_progress=False",
+    "--gpu_id=",
+    "--state=ERROR",
+]
 
 
 def run_cli(monkeypatch, *args):
@@ -62,8 +71,10 @@ def test_bad_llm_paths_are_named(monkeypatch, tiny_dataset_dir, tiny_llm_dir, tm
     (not_a_model / "notes.txt").write_text("weights elsewhere")
     code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={not_a_model}"))
     assert code != 0 and f"llm_path={str(not_a_model)!r} is not a causal LM" in message
-    code, message = run_cli(monkeypatch, *tiny_args(tiny_dataset_dir, f"--llm_path={tiny_llm_dir}",
-                                                     "--lora_target_modules=['query_key_value']"))  # fmt: skip
+    code, message = run_cli(
+        monkeypatch,
+        *tiny_args(tiny_dataset_dir, f"--llm_path={tiny_llm_dir}", "--lora_target_modules=['query_key_value']"),
+    )
     assert code != 0 and "lora_target_modules" in message and "q_proj" in message
 
 
@@ -97,8 +108,14 @@ def test_broken_interaction_files_are_named(monkeypatch, tmp_path, inter, expect
     if inter is not None:
         write_inter(str(tmp_path / "data"), inter)
     monkeypatch.chdir(tmp_path)
-    code, message = run_cli(monkeypatch, "--model=SASRec", "--dataset=broken", f"--data_path={tmp_path / 'data'}",
-                            "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}", "--gpu_id=")  # fmt: skip
+    code, message = run_cli(
+        monkeypatch,
+        "--model=SASRec",
+        "--dataset=broken",
+        f"--data_path={tmp_path / 'data'}",
+        "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+        "--gpu_id=",
+    )
     assert code != 0 and expected in message
 
 
@@ -116,8 +133,12 @@ def test_exit_status_and_no_traceback_in_a_real_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     result = subprocess.run(
         [sys.executable, SCRIPT, "--model=SASRec", "--dataset=nowhere", f"--data_path={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 1
     assert "Dataset [nowhere] not found" in result.stderr and "Traceback" not in result.stderr
 

@@ -15,9 +15,21 @@ from conftest import write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
-TINY = ["--model=FLR", "--dataset=tiny", "--data_path={data}", "--MAX_ITEM_LIST_LENGTH=10", "--hidden_size=16",
-        "--inner_size=32", "--n_layers=1", "--n_factors=2", "--epochs=1", "--grpo_epochs=1", "--show_progress=False",
-        "--gpu_id=", "--state=ERROR"]  # fmt: skip
+TINY = [
+    "--model=FLR",
+    "--dataset=tiny",
+    "--data_path={data}",
+    "--MAX_ITEM_LIST_LENGTH=10",
+    "--hidden_size=16",
+    "--inner_size=32",
+    "--n_layers=1",
+    "--n_factors=2",
+    "--epochs=1",
+    "--grpo_epochs=1",
+    "--show_progress=False",
+    "--gpu_id=",
+    "--state=ERROR",
+]
 
 # (case id, extra command-line arguments, strings the message must contain). "{data}", "{tmp}" are filled in.
 CASES = [
@@ -150,8 +162,14 @@ def outcomes(tmp_path_factory):
     os.makedirs(output)
     with open(os.path.join(tmp, "jobs.json"), "w") as f:
         json.dump(jobs, f)
-    driver = subprocess.run([sys.executable, "-c", DRIVER, os.path.join(tmp, "jobs.json"), output],
-                            capture_output=True, text=True, timeout=600, cwd=tmp, env=env)  # fmt: skip
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, os.path.join(tmp, "jobs.json"), output],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp,
+        env=env,
+    )
     assert driver.returncode == 0, driver.stderr[-3000:]
     with open(os.path.join(output, "results.json")) as f:
         results = {name: subprocess.CompletedProcess(jobs[name], *result) for name, result in json.load(f).items()}

@@ -70,8 +70,10 @@ def test_the_defaults_are_a_candidate_of_the_tuning(compare, monkeypatch, defaul
 
     monkeypatch.setattr(compare, "run_one", fake_run_one)
     args = compare.parse_args(["--models", "SASRec", "--seeds", "1", "2", "3", "--trials", "2", "--skip_defaults"])
-    earlier = [dict(_row("SASRec", seed, "default", {"learning_rate": default_valid}), config={}, time_budget=0)
-               for seed in (1, 2)]  # fmt: skip
+    earlier = [
+        dict(_row("SASRec", seed, "default", {"learning_rate": default_valid}), config={}, time_budget=0)
+        for seed in (1, 2)
+    ]
     earlier.append(dict(earlier[0], model="BERT4Rec", best_valid_score=9.0))  # another model's: never a candidate
     rows = []
     compare.tune(args, "SASRec", "ml-100k", "default", rows.append, earlier)
@@ -135,17 +137,35 @@ def test_a_budgeted_run_stops_after_the_batch_that_spends_the_budget(compare, ti
 
     runs = {}
     for model, budget, extra in [
-        ("FLR", 1e-9, {"epochs": 3, "train_stages": ["sft", "grpo"], "grpo_epochs": 2, "grpo_num_generations": 4,
-                       "train_batch_size": 16}),
+        (
+            "FLR",
+            1e-9,
+            {
+                "epochs": 3,
+                "train_stages": ["sft", "grpo"],
+                "grpo_epochs": 2,
+                "grpo_num_generations": 4,
+                "train_batch_size": 16,
+            },
+        ),
         ("SASRec", 0, {"epochs": 2}),
-    ]:  # fmt: skip
+    ]:
         config = tiny_settings(str(tmp_path), **extra)
         for key in ("metrics", "topk"):  # the protocol's
             config.pop(key)
         spec = str(tmp_path / f"{model}.json")
         with open(spec, "w") as f:
-            json.dump({"model": model, "dataset": "tiny", "threads": 1, "time_budget": budget, "config": config,
-                       "out": spec + "-out"}, f)  # fmt: skip
+            json.dump(
+                {
+                    "model": model,
+                    "dataset": "tiny",
+                    "threads": 1,
+                    "time_budget": budget,
+                    "config": config,
+                    "out": spec + "-out",
+                },
+                f,
+            )
         compare._worker(spec)
         with open(spec + "-out") as f:
             runs[model] = json.load(f)

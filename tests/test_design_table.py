@@ -13,13 +13,25 @@ spec.loader.exec_module(design_table)
 
 
 def _run(variant, seed, ndcg, cut=False, model="FLR"):
-    return {"model": model, "variant": variant, "seed": seed, "cut": cut, "best_epoch": 10 + seed, "epoch_s": 2.0,
-            "test_result": {"ndcg@10": ndcg, "recall@10": 2 * ndcg}}  # fmt: skip
+    return {
+        "model": model,
+        "variant": variant,
+        "seed": seed,
+        "cut": cut,
+        "best_epoch": 10 + seed,
+        "epoch_s": 2.0,
+        "test_result": {"ndcg@10": ndcg, "recall@10": 2 * ndcg},
+    }
 
 
 def test_rows_are_computed_from_the_runs_of_each_arm(tmp_path):
-    runs = [_run("a", 1, 0.050), _run("a", 2, 0.054), _run("b", 1, 0.040, cut=True), _run("b", 2, 0.042),
-            _run("a", 3, 0.9, model="SASRecAllPos")]  # fmt: skip
+    runs = [
+        _run("a", 1, 0.050),
+        _run("a", 2, 0.054),
+        _run("b", 1, 0.040, cut=True),
+        _run("b", 2, 0.042),
+        _run("a", 3, 0.9, model="SASRecAllPos"),
+    ]
     (tmp_path / "compare-x.json").write_text(json.dumps({"runs": runs}))
     (row,) = design_table.build([("x", "design a", ("x", "a"), ("x", "b"), "")], results=str(tmp_path))
     assert row["flr"]["seeds"] == [1, 2] and row["backbone"]["cut"] == 1  # only FLR's runs of each variant

@@ -74,8 +74,19 @@ def test_exclude_history_never_recommends_a_history_item(checkpoints, tmp_path):
 
 
 def test_summary_with_comparison(checkpoints, tmp_path):
-    explain("--model_file", checkpoints["FLR"], "--summary", "--compare", checkpoints["FLR-noreg"], "--feature",
-            "title", "--output_dir", tmp_path, "--name", "factors")  # fmt: skip
+    explain(
+        "--model_file",
+        checkpoints["FLR"],
+        "--summary",
+        "--compare",
+        checkpoints["FLR-noreg"],
+        "--feature",
+        "title",
+        "--output_dir",
+        tmp_path,
+        "--name",
+        "factors",
+    )
     assert imread(str(tmp_path / "factors.png")).ndim == 3
     summary = json.loads((tmp_path / "factors.json").read_text())
     on, off = summary["models"].values()  # in the order given: --model_file, then --compare
@@ -108,8 +119,11 @@ def test_unknown_user_is_a_one_line_error(checkpoints, tmp_path):
 def test_checkpoint_of_another_model_is_refused(checkpoints):
     out = subprocess.run(
         [sys.executable, "-m", "recbole_flr.explain", "--model_file", checkpoints["SASRec"], "--user_id", "5"],
-        capture_output=True, text=True, cwd=checkpoints["folder"], env=dict(os.environ, PYTHONPATH=REPO),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=checkpoints["folder"],
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     assert out.returncode != 0
     assert "explain needs an FLR checkpoint" in out.stderr and "SASRec" in out.stderr
     assert "Traceback" not in out.stderr
@@ -128,11 +142,24 @@ def _synthetic_explanation(n_history, title):
         raw = 1.0 + 0.01 * rng.standard_normal(n_history)
         attention.append(list(raw / raw.sum()))
     history = [{"item_id": str(i), "title": f"{title} {i}"} for i in range(n_history)]
-    topk = [{"rank": r + 1, "item_id": str(100 + r), "title": f"{title} top {r}", "score": 5.0 - 0.1 * r,
-             "in_history": False} for r in range(10)]  # fmt: skip
-    return {"dataset": "tiny", "user_id": "5", "history": history, "topk": topk,
-            "target": {"item_id": "100", "title": title, "rank": 1},
-            "factors": [{"factor": k, "gate": 0.5, "attention": attention[k]} for k in range(2)]}  # fmt: skip
+    topk = [
+        {
+            "rank": r + 1,
+            "item_id": str(100 + r),
+            "title": f"{title} top {r}",
+            "score": 5.0 - 0.1 * r,
+            "in_history": False,
+        }
+        for r in range(10)
+    ]
+    return {
+        "dataset": "tiny",
+        "user_id": "5",
+        "history": history,
+        "topk": topk,
+        "target": {"item_id": "100", "title": title, "rank": 1},
+        "factors": [{"factor": k, "gate": 0.5, "attention": attention[k]} for k in range(2)],
+    }
 
 
 @pytest.mark.parametrize("n_history", [8, 30])

@@ -24,11 +24,25 @@ def first_run(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("first_run"))
     data = os.path.join(tmp, "data")
     write_tiny_dataset(data)
-    command = [sys.executable, SCRIPT, "--model=FLR", "--dataset=tiny", f"--data_path={data}", "--hidden_size=16",
-               "--inner_size=32", "--n_layers=1", "--n_factors=2", "--MAX_ITEM_LIST_LENGTH=10", "--epochs=1",
-               "--grpo_epochs=1", "--show_progress=False", "--gpu_id="]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp,
-                            env=dict(os.environ, PYTHONPATH=REPO))  # fmt: skip
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--model=FLR",
+        "--dataset=tiny",
+        f"--data_path={data}",
+        "--hidden_size=16",
+        "--inner_size=32",
+        "--n_layers=1",
+        "--n_factors=2",
+        "--MAX_ITEM_LIST_LENGTH=10",
+        "--epochs=1",
+        "--grpo_epochs=1",
+        "--show_progress=False",
+        "--gpu_id=",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=tmp, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (log_file,) = glob.glob(os.path.join(tmp, "log", "FLR", "*.log"))
     with open(log_file) as f:
@@ -120,8 +134,16 @@ def test_grpo_alone_starts_from_the_checkpoint_resume_from_names(tiny_config_dic
     with pytest.raises(UserInputError, match="resume_from"):  # refused before anything is loaded
         run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["grpo"]})
     sft = run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["sft"]})
-    grpo = run_recbole_flr("FLR", "tiny", config_dict={**tiny_config_dict, "train_stages": ["grpo"], "grpo_epochs": 1,
-                                                       "resume_from": sft["saved_model_file"]})  # fmt: skip
+    grpo = run_recbole_flr(
+        "FLR",
+        "tiny",
+        config_dict={
+            **tiny_config_dict,
+            "train_stages": ["grpo"],
+            "grpo_epochs": 1,
+            "resume_from": sft["saved_model_file"],
+        },
+    )
     assert grpo["best_valid_score"] >= sft["best_valid_score"]  # GRPO's bar is the SFT checkpoint's score
 
 

@@ -119,9 +119,15 @@ def test_a_rollout_is_drawn_once_and_reused_by_each_update(tiny_config_dict, mon
 
 def test_the_second_update_of_a_rollout_has_a_ratio_and_the_clip_acts(tiny_config_dict):
     config, model, train_data, _, _ = _build(
-        {**tiny_config_dict, **FAST, "train_stages": ["grpo"], "grpo_updates_per_rollout": 2,
-         "grpo_learning_rate": 0.5, "grpo_noise_std": 0.05}
-    )  # fmt: skip
+        {
+            **tiny_config_dict,
+            **FAST,
+            "train_stages": ["grpo"],
+            "grpo_updates_per_rollout": 2,
+            "grpo_learning_rate": 0.5,
+            "grpo_noise_std": 0.05,
+        }
+    )
     trainer = FLRTrainer(config, model)
     assert trainer.begin_grpo()
     step = trainer.grpo
@@ -253,10 +259,14 @@ def test_time_budget_and_callbacks_are_public_and_nothing_of_recbole_is_patched(
     trainer.fit(train_data, valid_data, saved=False)
     # each stage: the batch that spends the budget, then validation; then training stops
     assert events == [
-        ("stage", "sft", None, None), ("train_epoch", "sft", 1, True), ("valid_epoch", "sft", None, None),
-        ("stage", "grpo", None, None), ("train_epoch", "grpo", 1, True), ("valid_epoch", "grpo", None, None),
+        ("stage", "sft", None, None),
+        ("train_epoch", "sft", 1, True),
+        ("valid_epoch", "sft", None, None),
+        ("stage", "grpo", None, None),
+        ("train_epoch", "grpo", 1, True),
+        ("valid_epoch", "grpo", None, None),
         ("fit", None, None, None),
-    ]  # fmt: skip
+    ]
     assert trainer.budget_spent
 
 
@@ -270,8 +280,11 @@ def test_time_budget_of_a_recbole_trainer_through_run_recbole_flr(tiny_config_di
         callbacks=[lambda event, info: events.append((event, info.get("batches")))],
     )
     assert [e for e in events if e[0] != "evaluate"] == [
-        ("prepared", None), ("train_epoch", 1), ("valid_epoch", None), ("fit", None)
-    ]  # fmt: skip
+        ("prepared", None),
+        ("train_epoch", 1),
+        ("valid_epoch", None),
+        ("fit", None),
+    ]
     assert events[-1] == ("evaluate", None) and math.isfinite(result["test_result"]["ndcg@10"])
 
 

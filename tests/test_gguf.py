@@ -81,8 +81,11 @@ def test_gguf_backbone_equals_the_save_pretrained_one(tiny_config_dict, tiny_llm
     with torch.no_grad():
         expected = reference.full_sort_predict(batch)
     gguf_path = os.path.join(tiny_gguf_dir, GGUF_NAME)
-    for keys in ({"llm_path": gguf_path}, {"llm_path": tiny_gguf_dir, "llm_gguf_file": GGUF_NAME},
-                 {"llm_path": tiny_llm_dir, "llm_gguf_file": gguf_path}):  # fmt: skip
+    for keys in (
+        {"llm_path": gguf_path},
+        {"llm_path": tiny_gguf_dir, "llm_gguf_file": GGUF_NAME},
+        {"llm_path": tiny_llm_dir, "llm_gguf_file": gguf_path},
+    ):
         model, _, _ = build(tiny_config_dict, llm_prompt="red", **keys)
         assert model.backbone.pretrained and model.hidden_size == reference.hidden_size
         assert torch.equal(model.backbone.prompt_ids, reference.backbone.prompt_ids)  # tokenizer from the GGUF

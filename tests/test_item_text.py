@@ -130,8 +130,10 @@ def test_sasrec_allpos_without_text_scores_as_recbole_sasrec(tiny_config_dict):
     ours = model.full_sort_predict(interaction)
     theirs = SASRec.full_sort_predict(model, interaction)
     assert torch.equal(ours, theirs)
-    assert torch.equal(model.forward(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]),
-                       SASRec.forward(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]))  # fmt: skip
+    assert torch.equal(
+        model.forward(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]),
+        SASRec.forward(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]),
+    )
 
 
 def test_second_build_reads_the_cache(text_config, count_encodings):

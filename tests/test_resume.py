@@ -22,9 +22,15 @@ from recbole_flr.trainer import FLRTrainer, SafeCheckpointMixin
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SFT improves at every epoch and GRPO at both of its epochs here, so the best model changes after each kill point
 FLR_RUN = {
-    "epochs": 4, "learning_rate": 0.0003, "train_stages": ["sft", "grpo"], "grpo_epochs": 2,
-    "grpo_learning_rate": 0.001, "grpo_num_generations": 4, "grpo_beta": 0.1, "n_factors": 2,
-}  # fmt: skip
+    "epochs": 4,
+    "learning_rate": 0.0003,
+    "train_stages": ["sft", "grpo"],
+    "grpo_epochs": 2,
+    "grpo_learning_rate": 0.001,
+    "grpo_num_generations": 4,
+    "grpo_beta": 0.1,
+    "n_factors": 2,
+}
 WAIT_S = 120  # bound on waiting for a child's last checkpoint (a child needs a few seconds)
 
 # The child: run_recbole_flr.py as from the command line, except that it stops (sleeps) at batch 1 of one epoch of one
@@ -251,9 +257,18 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
 def test_train_state_round_trips_through_a_last_checkpoint_and_refuses_a_grpo_one_without_its_state():
     from recbole_flr.trainer.train_state import TrainState
 
-    state = TrainState(epoch=4, stage="grpo", stage_start_epoch=4, cur_step=1, best_valid_score=0.5,
-                       best_valid_result={"ndcg@10": 0.5}, sft_valid_score=0.4, sft_valid_result={"ndcg@10": 0.4},
-                       grpo_best_epoch=None, grpo_sft_weights={"latent.w": torch.ones(2)})  # fmt: skip
+    state = TrainState(
+        epoch=4,
+        stage="grpo",
+        stage_start_epoch=4,
+        cur_step=1,
+        best_valid_score=0.5,
+        best_valid_result={"ndcg@10": 0.5},
+        sft_valid_score=0.4,
+        sft_valid_result={"ndcg@10": 0.4},
+        grpo_best_epoch=None,
+        grpo_sft_weights={"latent.w": torch.ones(2)},
+    )
     checkpoint = {**state.to_checkpoint(resume=True, finished=True, rng={"torch": None}), "last": True}
     restored = TrainState.from_checkpoint(checkpoint, "x-last.pth")
     assert restored == TrainState(**{**vars(state), "finished": True, "rng": {"torch": None}})

@@ -103,8 +103,15 @@ def test_drop_rate_zero_is_identity_and_rate_one_keeps_one_original_item():
 def test_corrupt_interaction_touches_only_the_history(kind):
     seq, seq_len = histories()
     target = torch.arange(1, seq.size(0) + 1)
-    inter = Interaction({"user_id": target.clone(), "item_id": target.clone(), "item_id_list": seq,
-                         "item_length": seq_len, "timestamp_list": seq.float()})  # fmt: skip
+    inter = Interaction(
+        {
+            "user_id": target.clone(),
+            "item_id": target.clone(),
+            "item_id_list": seq,
+            "item_length": seq_len,
+            "timestamp_list": seq.float(),
+        }
+    )
     new = corrupt_interaction(inter, kind, 0.5, N_ITEMS, seed=7)
     assert torch.equal(new["item_id"], target) and torch.equal(new["user_id"], target)
     assert not torch.equal(new["item_id_list"], seq)
@@ -160,5 +167,7 @@ def test_corrupted_loader_is_seeded_batches_like_the_clean_one_and_keeps_targets
     assert loader.step == test_data.step and len(loader) == len(test_data)
     seen = torch.cat([batch[0]["item_id_list"] for batch in loader])
     assert torch.equal(seen, corrupted["item_id_list"])
-    assert torch.equal(corrupted_dataloader(test_data, "drop", 0.3, seed=3)._dataset.inter_feat["item_id_list"],
-                       corrupted["item_id_list"])  # fmt: skip
+    assert torch.equal(
+        corrupted_dataloader(test_data, "drop", 0.3, seed=3)._dataset.inter_feat["item_id_list"],
+        corrupted["item_id_list"],
+    )

@@ -53,9 +53,10 @@ def _fmt(value):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_flr.explain", description=__doc__.split("###\n", 1)[1],
+        prog="python -m recbole_flr.explain",
+        description=__doc__.split("###\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--model_file", required=True, help="an FLR checkpoint")
     parser.add_argument("--user_id", help="external user id (as in the dataset's .inter file)")
     parser.add_argument("--output", help="PNG of one user (default: explain-<dataset>-user<id>.png)")
@@ -115,17 +116,21 @@ def _run(args):
         dataset_name = dataset.dataset_name
     os.makedirs(args.output_dir, exist_ok=True)
     stem = os.path.join(args.output_dir, args.name or f"factors-{dataset_name}")
-    title = f"FLR factors over the {dataset_name} test histories" + (f", profiled by '{args.feature}'" if
-                                                                      args.feature else "")  # fmt: skip
+    title = f"FLR factors over the {dataset_name} test histories" + (
+        f", profiled by '{args.feature}'" if args.feature else ""
+    )
     for label, summary in summaries.items():
         pairs = summary["mean_pairwise"]
-        print(f"{label}: gates {_fmt(summary['gate'])}, attention entropy {_fmt(summary['entropy'])}, mean pairwise "
-              f"shared attention {_fmt(pairs['attention_overlap'])}, attention cosine "
-              f"{_fmt(pairs['attention_cosine'])}, factor cosine {_fmt(pairs['factor_cosine'])}")  # fmt: skip
+        print(
+            f"{label}: gates {_fmt(summary['gate'])}, attention entropy {_fmt(summary['entropy'])}, mean pairwise "
+            f"shared attention {_fmt(pairs['attention_overlap'])}, attention cosine "
+            f"{_fmt(pairs['attention_cosine'])}, factor cosine {_fmt(pairs['factor_cosine'])}"
+        )
     plot_summary(summaries, stem + ".png", title)
     with open(stem + ".json", "w") as f:
-        json.dump({"dataset": dataset_name, "feature": args.feature, "models": summaries}, f, indent=2,
-                  ensure_ascii=False)  # fmt: skip
+        json.dump(
+            {"dataset": dataset_name, "feature": args.feature, "models": summaries}, f, indent=2, ensure_ascii=False
+        )
     return [stem + ".png", stem + ".json"]
 
 

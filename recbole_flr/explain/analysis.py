@@ -66,12 +66,15 @@ def user_index(dataset, test_data, user_id):
     examples = ", ".join(str(dataset.id2token(uid_field, int(u))) for u in test_uids[:5])
     token = str(user_id)
     if token not in dataset.field2token_id[uid_field]:
-        raise UserInputError(f"user id '{token}' is not in dataset '{dataset.dataset_name}' (valid ids look like: "
-                         f"{examples}, ...).")  # fmt: skip
+        raise UserInputError(
+            f"user id '{token}' is not in dataset '{dataset.dataset_name}' (valid ids look like: {examples}, ...)."
+        )
     rows = np.flatnonzero(test_uids == dataset.token2id(uid_field, token))
     if rows.size == 0:
-        raise UserInputError(f"user id '{token}' has no test sample in dataset '{dataset.dataset_name}' (too short a "
-                         f"history for the split); users with one look like: {examples}, ...")  # fmt: skip
+        raise UserInputError(
+            f"user id '{token}' has no test sample in dataset '{dataset.dataset_name}' (too short a "
+            f"history for the split); users with one look like: {examples}, ..."
+        )
     return int(rows[-1])
 
 
@@ -116,14 +119,20 @@ def explain_user(model, dataset, test_data, user_id, topk=10, exclude_history=Fa
         "dataset": dataset.dataset_name,
         "user_id": str(user_id),
         "exclude_history": bool(exclude_history),
-        "history": [{"position": i, "item_id": str(tokens[item]), "title": names[item]} for i, item in
-                    enumerate(history)],  # fmt: skip
+        "history": [
+            {"position": i, "item_id": str(tokens[item]), "title": names[item]} for i, item in enumerate(history)
+        ],
         "target": {"item_id": str(tokens[target]), "title": names[target], "rank": rank},
         "topk": [
-            {"rank": r + 1, "item_id": str(tokens[item]), "title": names[item], "score": float(score),
-             "in_history": item in history}
+            {
+                "rank": r + 1,
+                "item_id": str(tokens[item]),
+                "title": names[item],
+                "score": float(score),
+                "in_history": item in history,
+            }
             for r, (score, item) in enumerate(zip(top.values.tolist(), top.indices.tolist()))
-        ],  # fmt: skip
+        ],
         "factors": [
             {"factor": k + 1, "gate": float(latent.gates[0, k]), "attention": latent.attention[0, k].tolist()}
             for k in range(latent.gates.size(1))

@@ -50,8 +50,9 @@ def plot_user(explanation, path, max_history=20):
     if n_real > max_history:
         older = att[: n_real - max_history].sum(0, keepdims=True)
         att = np.concatenate([older, att[n_real - max_history :]])
-        uniform = np.concatenate([uniform[: n_real - max_history].sum(0, keepdims=True),
-                                  uniform[n_real - max_history:]])  # fmt: skip
+        uniform = np.concatenate(
+            [uniform[: n_real - max_history].sum(0, keepdims=True), uniform[n_real - max_history :]]
+        )
         labels = [f"({n_real - max_history} older items, summed)"] + labels[n_real - max_history :]
     n_rows, k = att.shape
     deviation = att - uniform  # [rows K]
@@ -66,8 +67,15 @@ def plot_user(explanation, path, max_history=20):
     ax.set_xticks(range(k), [f"factor {f['factor']}\ngate {f['gate']:.2f}" for f in factors], fontsize=8)
     ax.xaxis.tick_top()
     for (r, c), value in np.ndenumerate(att):
-        ax.text(c, r, f"{value:.3f}" if value < 0.1 else f"{value:.2f}", ha="center", va="center", fontsize=6,
-                color="white" if abs(deviation[r, c]) > 0.6 * vmax else "black")  # fmt: skip
+        ax.text(
+            c,
+            r,
+            f"{value:.3f}" if value < 0.1 else f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if abs(deviation[r, c]) > 0.6 * vmax else "black",
+        )
     ax.set_ylabel("history, oldest at the top → most recent at the bottom", fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(colour_label, fontsize=7)
 
@@ -79,8 +87,11 @@ def plot_user(explanation, path, max_history=20):
     bars = ax_top.barh(y, scores - scores.min() + 0.05 * (np.ptp(scores) or 1.0), color=colors)
     bar_labels = [f"{score:.3f}" for score in scores]
     ax_top.bar_label(bars, labels=bar_labels, padding=2, fontsize=7)
-    ax_top.set_yticks(y, [f"{t['rank']}. {shorten(t['title'], 40)}" + (" (in history)" if t["in_history"] else "")
-                          for t in top], fontsize=8)  # fmt: skip
+    ax_top.set_yticks(
+        y,
+        [f"{t['rank']}. {shorten(t['title'], 40)}" + (" (in history)" if t["in_history"] else "") for t in top],
+        fontsize=8,
+    )
     ax_top.set_xticks([])
     ax_top.set_xlabel("score (bar: above the lowest shown; number: the score)", fontsize=8)
     ax_top.set_title(f"top-{len(top)} recommendations", fontsize=10)
@@ -116,26 +127,37 @@ def plot_summary(summaries, path, title=""):
     n_values = len(next(iter(summaries.values()))["feature"]["values"]) if has_feature else 0
     row_height = max(3.2, 0.26 * n_values + 1.2) if has_feature else 3.2
     fig, axes = plt.subplots(
-        len(summaries), n_cols, figsize=(4.2 + 3.2 + (2.6 + 0.6 * k_max if has_feature else 0), row_height *
-                                         len(summaries) + 0.8),
-        squeeze=False, gridspec_kw={"width_ratios": [1, 1] + ([1.1 + 0.1 * k_max] if has_feature else [])},
-    )  # fmt: skip
+        len(summaries),
+        n_cols,
+        figsize=(4.2 + 3.2 + (2.6 + 0.6 * k_max if has_feature else 0), row_height * len(summaries) + 0.8),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1] + ([1.1 + 0.1 * k_max] if has_feature else [])},
+    )
     for row, (label, summary) in enumerate(summaries.items()):
         k = summary["n_factors"]
         names = [f"F{i + 1}" for i in range(k)]
         pairs = summary["mean_pairwise"]
-        for col, (key, cmap, vmin, what, mean) in enumerate([
-            ("attention_overlap", "Oranges", 0.0, "shared attention mass", pairs["attention_overlap"]),
-            ("factor_cosine", "RdBu_r", -1.0, "cosine of factor vectors", pairs["factor_cosine"]),
-        ]):  # fmt: skip
+        for col, (key, cmap, vmin, what, mean) in enumerate(
+            [
+                ("attention_overlap", "Oranges", 0.0, "shared attention mass", pairs["attention_overlap"]),
+                ("factor_cosine", "RdBu_r", -1.0, "cosine of factor vectors", pairs["factor_cosine"]),
+            ]
+        ):
             ax = axes[row, col]
             values = np.array(summary[key])
             ax.imshow(values, cmap=cmap, vmin=vmin, vmax=1.0)
             ax.set_xticks(range(k), names, fontsize=8)
             ax.set_yticks(range(k), names, fontsize=8)
             for (r, c), value in np.ndenumerate(values):
-                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if abs(value) > 0.7 else "black")  # fmt: skip
+                ax.text(
+                    c,
+                    r,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(value) > 0.7 else "black",
+                )
             mean_text = f"mean off-diagonal {mean:.2f}" if mean is not None else "one factor"
             ax.set_title(f"{what}\n{mean_text}", fontsize=9)
             if col == 0:
@@ -152,10 +174,19 @@ def plot_summary(summaries, path, title=""):
             ax.set_xticks(range(k), [f"F{i + 1}\ngate {g:.2f}" for i, g in enumerate(gates)], fontsize=7)
             for (r, c), value in np.ndenumerate(lift):
                 if abs(value) >= 0.25:
-                    ax.text(c, r, f"{2 ** value:.1f}×", ha="center", va="center", fontsize=6,
-                            color="white" if abs(value) > 0.6 * bound else "black")  # fmt: skip
-            ax.set_title("attention share / share in the histories\n(orange: more, purple: less; blank: within "
-                         "±19%)", fontsize=9)  # fmt: skip
+                    ax.text(
+                        c,
+                        r,
+                        f"{2 ** value:.1f}×",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if abs(value) > 0.6 * bound else "black",
+                    )
+            ax.set_title(
+                "attention share / share in the histories\n(orange: more, purple: less; blank: within ±19%)",
+                fontsize=9,
+            )
     fig.suptitle(title, fontsize=10)
     _save_quietly(fig, path)
     plt.close(fig)
@@ -181,8 +212,18 @@ def _save_quietly(fig, path):
 
 
 # Fonts that cover scripts DejaVu Sans lacks, used as fallbacks when installed (matplotlib >= 3.6 falls back per glyph)
-FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK", "WenQuanYi Zen Hei", "Droid Sans Fallback",
-                  "Source Han Sans", "AR PL UMing CN", "Noto Color Emoji", "Noto Emoji", "Symbola")  # fmt: skip
+FALLBACK_FONTS = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK",
+    "WenQuanYi Zen Hei",
+    "Droid Sans Fallback",
+    "Source Han Sans",
+    "AR PL UMing CN",
+    "Noto Color Emoji",
+    "Noto Emoji",
+    "Symbola",
+)
 
 
 def _pyplot():

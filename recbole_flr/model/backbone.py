@@ -195,8 +195,9 @@ class DecoderBackbone(nn.Module):
         return self.body.get_input_embeddings()(token_ids).float()
 
     @torch.no_grad()
-    def embed_texts(self, texts, device, pooling="mean", max_tokens=MAX_TITLE_TOKENS, batch_size=TEXT_BATCH_SIZE,
-                    progress=False):  # fmt: skip
+    def embed_texts(
+        self, texts, device, pooling="mean", max_tokens=MAX_TITLE_TOKENS, batch_size=TEXT_BATCH_SIZE, progress=False
+    ):
         r"""Pooled last-layer state of each text under the frozen LLM; an empty text gives a zero vector.
 
         Args:
@@ -269,10 +270,15 @@ class SASRecEncoderBackbone(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(hidden_dropout_prob)
         self.encoder = TransformerEncoder(
-            n_layers=n_layers, n_heads=n_heads, hidden_size=hidden_size, inner_size=inner_size,
-            hidden_dropout_prob=hidden_dropout_prob, attn_dropout_prob=attn_dropout_prob, hidden_act="gelu",
+            n_layers=n_layers,
+            n_heads=n_heads,
+            hidden_size=hidden_size,
+            inner_size=inner_size,
+            hidden_dropout_prob=hidden_dropout_prob,
+            attn_dropout_prob=attn_dropout_prob,
+            hidden_act="gelu",
             layer_norm_eps=1e-12,
-        )  # fmt: skip
+        )
 
     def prefill(self, inputs_embeds, mask):
         r"""Pass 1 (see :meth:`DecoderBackbone.prefill`): the last-layer states [B, L, D], no cache, the mask."""
@@ -289,40 +295,43 @@ class SASRecEncoderBackbone(nn.Module):
         return set()
 
 
-def build_embedded_backbone(
-    llm_arch,
-    hidden_size,
-    n_layers,
-    n_heads,
-    inner_size,
-    attn_dropout_prob,
-    initializer_range,
-    max_positions,
-    hidden_dropout_prob=0.0,
-):
+def build_embedded_backbone(settings, max_positions):
     r"""A small transformer, randomly initialised; nothing downloaded: a decoder-only model from a transformers
     config, or RecBole's SASRec encoder (``llm_arch: sasrec``, which also takes ``hidden_dropout_prob``).
+
+    Args:
+        settings: FLR.yaml's backbone keys as attributes (``llm_arch``, ``hidden_size``, ``n_layers``, ``n_heads``,
+            ``inner_size``, ``attn_dropout_prob``, ``hidden_dropout_prob``, ``initializer_range``): the FLR model.
+        max_positions (int): the longest input, in positions.
 
     Returns:
         DecoderBackbone or SASRecEncoderBackbone: the backbone (no tokenizer).
     """
+    llm_arch, hidden_size, n_heads = settings.llm_arch, settings.hidden_size, settings.n_heads
     if llm_arch not in EMBEDDED_ARCHS:
         raise UserInputError(f"llm_arch='{llm_arch}' is not supported: valid values are {list(EMBEDDED_ARCHS)}.")
     if hidden_size % n_heads != 0:
         raise UserInputError(f"hidden_size ({hidden_size}) must be a multiple of n_heads ({n_heads}).")
     if llm_arch == "sasrec":
-        return SASRecEncoderBackbone(hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob,
-                                     attn_dropout_prob, max_positions)  # fmt: skip
+        return SASRecEncoderBackbone(
+            hidden_size,
+            settings.n_layers,
+            n_heads,
+            settings.inner_size,
+            settings.hidden_dropout_prob,
+            settings.attn_dropout_prob,
+            max_positions,
+        )
     config = AutoConfig.for_model(
         llm_arch,
         vocab_size=1,  # inputs are always inputs_embeds; the token table is unused
         hidden_size=hidden_size,
-        num_hidden_layers=n_layers,
+        num_hidden_layers=settings.n_layers,
         num_attention_heads=n_heads,
         num_key_value_heads=n_heads,
-        intermediate_size=inner_size,
-        attention_dropout=attn_dropout_prob,
-        initializer_range=initializer_range,
+        intermediate_size=settings.inner_size,
+        attention_dropout=settings.attn_dropout_prob,
+        initializer_range=settings.initializer_range,
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         pad_token_id=None,

@@ -95,10 +95,7 @@ class FLR(SequentialRecommender):
             self.backbone = load_pretrained_backbone(self.llm_path, self.device, self.llm_gguf_file)
             self.hidden_size = self.backbone.hidden_size  # the LLM's width, whatever the YAML says
         else:
-            self.backbone = build_embedded_backbone(
-                self.llm_arch, self.hidden_size, self.n_layers, self.n_heads, self.inner_size,
-                self.attn_dropout_prob, self.initializer_range, self.max_seq_length + 2, self.hidden_dropout_prob,
-            )  # fmt: skip
+            self.backbone = build_embedded_backbone(self, max_positions=self.max_seq_length + 2)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         if not self.tie_item_embeddings:
             self.output_item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)

@@ -60,8 +60,11 @@ def _check_scalars(model):
 
 def _check_head(model):
     r"""The ablation switches (``thought_source``, ``user_vector``, ``factor_aggregation``) and their legal mix."""
-    for key, legal in (("thought_source", THOUGHT_SOURCES), ("user_vector", USER_VECTORS),
-                       ("factor_aggregation", FACTOR_AGGREGATIONS)):  # fmt: skip
+    for key, legal in (
+        ("thought_source", THOUGHT_SOURCES),
+        ("user_vector", USER_VECTORS),
+        ("factor_aggregation", FACTOR_AGGREGATIONS),
+    ):
         if getattr(model, key) not in legal:
             raise UserInputError(f"{key}={getattr(model, key)!r} is invalid: the range is {list(legal)}.")
     if (model.user_vector == "last_state") != (model.thought_source == "none"):

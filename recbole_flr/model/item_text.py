@@ -175,8 +175,9 @@ def encode_texts(encoder_path, texts, device, pooling="mean", max_tokens=32, bat
         raise UserInputError(
             f"item_text_encoder: {message.replace('~ for the embedded backbone', '~ for no text encoder')}"
         ) from None
-    return encoder.embed_texts(texts, device, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size,
-                               progress=True)  # fmt: skip
+    return encoder.embed_texts(
+        texts, device, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, progress=True
+    )
 
 
 def load_item_text_features(config, dataset, title_field):

@@ -166,9 +166,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         if resume is not None:
             self.optimizer.load_state_dict(resume[1])  # the counters are in the restored state
             self.logger.info(
-                set_color(f"FLR stage [{stage}]", "pink") + f": resumed after epoch {self.state.epoch}"
+                set_color(f"FLR stage [{stage}]", "pink")
+                + f": resumed after epoch {self.state.epoch}"
                 + (" (the stage had finished)" if self.state.finished else "")
-            )  # fmt: skip
+            )
             if self.state.finished:  # the stage had ended (all epochs or early stopping): fit trains nothing
                 self.start_epoch = max(self.start_epoch, self.epochs)
         if stage == "grpo":
@@ -312,8 +313,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             output = (
                 set_color(f"epoch {epoch_idx} training", "green")
                 + f" [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, {self.stage} loss terms, mean per batch: "
-                + ", ".join(f"{set_color(name, 'blue')}: {value:.{des}f}"
-                            for name, value in zip(names, self._mean_losses(losses)))  # fmt: skip
+                + ", ".join(
+                    f"{set_color(name, 'blue')}: {value:.{des}f}"
+                    for name, value in zip(names, self._mean_losses(losses))
+                )
                 + "]"
             )
         stats = self.grpo.epoch_stats() if self.stage == "grpo" else None

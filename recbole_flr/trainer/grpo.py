@@ -324,8 +324,9 @@ def sample_logprob(thought, samples, sigma):
     return gaussian_logprob(samples - thought.repeat_interleave(samples.size(0) // thought.size(0), dim=0), sigma)
 
 
-def draw_rollout(thought, score, target, num_generations, noise_std_rel, reward, scale_rewards=True,
-                 noise_free_first=False):  # fmt: skip
+def draw_rollout(
+    thought, score, target, num_generations, noise_std_rel, reward, scale_rewards=True, noise_free_first=False
+):
     r"""One rollout around the thoughts :math:`r_b`: G samples per history (:func:`sample_latents`), their rewards
     against the target item, the group-relative advantages (:func:`group_advantages`) and the samples'
     log-likelihood under the policy that drew them (the PPO ratio's denominator). No grad is taken here.

@@ -17,11 +17,22 @@ from recbole_flr.trainer import grpo
 
 #: FLRTrainer's GRPO keys: FLR.yaml documents each one's type and range, :func:`~recbole_flr.config.check_values` checks
 GRPO_KEYS = (
-    "grpo_epochs", "grpo_learning_rate", "grpo_stopping_step", "grpo_trainable", "grpo_num_generations",
-    "grpo_noise_std", "grpo_noise_free_first", "grpo_reward", "grpo_reward_temperature",
-    "grpo_reward_temperature_relative", "grpo_scale_rewards", "grpo_updates_per_rollout", "grpo_epsilon",
-    "grpo_epsilon_high", "grpo_beta",
-)  # fmt: skip
+    "grpo_epochs",
+    "grpo_learning_rate",
+    "grpo_stopping_step",
+    "grpo_trainable",
+    "grpo_num_generations",
+    "grpo_noise_std",
+    "grpo_noise_free_first",
+    "grpo_reward",
+    "grpo_reward_temperature",
+    "grpo_reward_temperature_relative",
+    "grpo_scale_rewards",
+    "grpo_updates_per_rollout",
+    "grpo_epsilon",
+    "grpo_epsilon_high",
+    "grpo_beta",
+)
 #: the model methods the GRPO stage calls
 MODEL_API = ("encode", "reason", "decode", "item_scores", "regularisers", "latent")
 #: A batch's GRPO rollout (:class:`~recbole_flr.trainer.grpo.Rollout`) with its pass 1 and target ids [B].
@@ -140,9 +151,15 @@ class LatentGRPO:
             pass1 = model.encode(item_seq, item_seq_len)
             thought = model.reason(pass1).thought  # [B D]
             rollout = grpo.draw_rollout(
-                thought, lambda samples: model.item_scores(model.decode(pass1, samples)), target, G,
-                self.noise_std, self.reward_fn, self.scale_rewards, self.noise_free_first,
-            )  # fmt: skip
+                thought,
+                lambda samples: model.item_scores(model.decode(pass1, samples)),
+                target,
+                G,
+                self.noise_std,
+                self.reward_fn,
+                self.scale_rewards,
+                self.noise_free_first,
+            )
             # the SFT weights' reasoning on this pass 1, computed once: the statistics' baseline and the reference's
             # policy (unless GRPO trains the backbone: then the reference reads its own pass 1)
             sft_latent = None

@@ -158,8 +158,10 @@ class SafeCheckpointMixin:
                     super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 except _BudgetSpent:  # raised between two epochs: as RecBole's own early stop
                     if verbose:
-                        self.logger.info(f"Finished training: time budget of {self.time_budget} s spent after epoch "
-                                         f"{self.state.epoch}")  # fmt: skip
+                        self.logger.info(
+                            f"Finished training: time budget of {self.time_budget} s spent after epoch "
+                            f"{self.state.epoch}"
+                        )
                     self._add_hparam_to_tensorboard(self.best_valid_score)
                 self._budget_check()  # the last epoch may have spent it too
         finally:
@@ -218,8 +220,9 @@ class SafeCheckpointMixin:
     def _valid_epoch(self, valid_data, show_progress=False):
         tick = time.time()
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
-        self._emit("valid_epoch", stage=self.stage, score=float(valid_score), result=valid_result,
-                   valid_s=time.time() - tick)  # fmt: skip
+        self._emit(
+            "valid_epoch", stage=self.stage, score=float(valid_score), result=valid_result, valid_s=time.time() - tick
+        )
         return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
