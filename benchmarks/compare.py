@@ -163,7 +163,7 @@ def _worker(spec_file):
             entry = {
                 k: info[k] for k in ("epoch", "stage", "batches", "samples", "data_s", "cut", "n_batches", "train_s")
             }
-            stats = trainer.grpo_epoch_stats() if info["stage"] == "grpo" else None
+            stats = trainer.grpo.epoch_stats() if info["stage"] == "grpo" else None
             if stats:
                 entry["grpo_stats"] = stats  # reward, signal_share, clip_frac, ...
             state["epochs"].append(entry)

@@ -159,14 +159,13 @@ def build_flr(args, device, dtype, n_items):
 
 
 def grpo_loss_fn(model, config):
-    r"""FLRTrainer's GRPO loss as the trainer runs it (:meth:`FLRTrainer.grpo_loss`), without the KL reference."""
+    r"""FLRTrainer's GRPO loss as the trainer runs it (``trainer.grpo.loss``), without the KL reference."""
     from recbole_flr.trainer import FLRTrainer
 
     config["grpo_beta"] = 0.0
-    config["grpo_updates_per_rollout"] = (
-        1  # every timed step draws a rollout and updates once: a GRPO step at full cost
-    )
-    return FLRTrainer(config, model).grpo_loss
+    # every timed step draws a rollout and updates once: a GRPO step at full cost
+    config["grpo_updates_per_rollout"] = 1
+    return FLRTrainer(config, model).grpo.loss
 
 
 def synthetic_batch(model, batch, length, n_items, device):

@@ -65,7 +65,7 @@ def test_grpo_with_trainable_latent_changes_only_the_latent_module(tiny_config_d
     assert all(torch.equal(p.detach(), before[n]) for n, p in model.backbone.named_parameters(prefix="backbone"))
     # the stage gives the SFT trainable set back
     assert {n: p.requires_grad for n, p in model.named_parameters()} == requires_grad_before
-    stats = trainer.grpo_epoch_stats()
+    stats = trainer.grpo.epoch_stats()
     assert all(math.isfinite(v) for v in stats.values()) and stats["reward_std"] > 0
     assert 0.0 <= stats["clip_frac"] <= 1.0 and 0.0 < stats["signal_share"] <= 1.0
 
@@ -85,7 +85,7 @@ def test_grpo_with_trainable_all_moves_the_backbone_and_the_item_table(tiny_conf
     assert any(n.startswith("backbone.") for n in changed), changed
     assert "item_embedding.weight" in changed
     assert any(n.startswith("latent.") for n in changed) == (head == "latent")
-    stats = trainer.grpo_epoch_stats()
+    stats = trainer.grpo.epoch_stats()
     assert math.isfinite(stats["reward_std"]) and stats["reward_std"] > 0
 
 
@@ -112,7 +112,7 @@ def test_a_rollout_is_drawn_once_and_reused_by_each_update(tiny_config_dict, mon
     trainer.fit(train_data, None, saved=False)
     assert len(draws) == len(train_data) and len(losses) == updates * len(train_data)  # an optimizer step per loss
     assert all(not r.samples.requires_grad and not r.logp_old.requires_grad for r in draws)  # under no_grad
-    stats = trainer.grpo_epoch_stats()
+    stats = trainer.grpo.epoch_stats()
     if updates == 1:
         assert stats["clip_frac"] == 0.0  # every update on a fresh rollout: ratio 1, nothing clipped
 
@@ -295,12 +295,12 @@ def test_kl_is_zero_at_the_reference_and_grows_after_a_step(tiny_config_dict):
     trainer = FLRTrainer(config, model)
     assert trainer.begin_grpo()
     batch = next(iter(train_data)).to(config["device"])
-    losses = trainer.grpo_loss(batch)
+    losses = trainer.grpo.loss(batch)
     assert len(losses) == 5 and losses[1].item() == 0.0  # policy == reference: k3 KL exactly 0
     sum(losses).backward()
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
-    assert trainer.grpo_loss(batch)[1].item() > 0.0
+    assert trainer.grpo.loss(batch)[1].item() > 0.0
 
 
 @pytest.mark.parametrize(

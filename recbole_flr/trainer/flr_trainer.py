@@ -30,24 +30,18 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
     :class:`~recbole_flr.trainer.safe_checkpoint.SafeCheckpointMixin`) with its own epochs, learning rate and early
     stopping on ``valid_metric``; every key is documented in ``properties/model/FLR.yaml``.
 
-    - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers) with RecBole's
-      ``epochs``, ``learning_rate`` and ``stopping_step``, exactly as RecBole trains any model.
-    - ``grpo``: latent GRPO with the ``grpo_*`` keys, on ``grpo_trainable`` (``latent``: the latent module; ``all``:
-      everything SFT trained); one batch's step is :attr:`grpo` (:class:`~recbole_flr.trainer.latent_grpo.LatentGRPO`,
-      maths in :mod:`recbole_flr.trainer.grpo`). It starts from the best SFT checkpoint, whose valid score is the
-      bar: the best model is only overwritten by a GRPO epoch that beats it; if none does, the SFT weights stand (in
-      the checkpoint, labelled ``"stage": "sft"``, and in the model).
-
-    An epoch is an improvement only when its valid score beats the best so far strictly (:attr:`strict_improvement`):
-    RecBole's ``>=`` would let a GRPO epoch that ties SFT's score (common at 4 decimals) replace the SFT checkpoint.
+    - ``sft``: the model's ``calculate_loss`` (cross-entropy plus the factor regularisers), exactly as RecBole trains
+      any model.
+    - ``grpo``: latent GRPO on ``grpo_trainable``; one batch's step is :attr:`grpo`
+      (:class:`~recbole_flr.trainer.latent_grpo.LatentGRPO`). It starts from the best SFT checkpoint, whose valid
+      score is the bar: only a GRPO epoch that beats it strictly (:attr:`strict_improvement`; RecBole's ``>=`` would
+      let a tie replace SFT) overwrites the best model; if none does, the SFT weights stand, in the checkpoint
+      (labelled ``"stage": "sft"``) and in the model.
 
     NOTE:
-        - The model runs in eval mode during GRPO (dropout off, trl's ``disable_dropout``): the policy is exactly
-          ``N(r_theta, sigma^2 I)``. The KL reference (``grpo_beta > 0``) is a detached copy of the trained parameters
-          as SFT left them. GRPO's epochs are numbered on from SFT's.
-        - ``resume_checkpoint`` with a last checkpoint (``<best>-last.pth``) resumes the stage it was written in
-          after its epoch, with everything that stage needs (for GRPO: its optimizer, counter, bar and SFT weights);
-          a finished stage is not trained again. A best-model checkpoint resumes SFT, without the random states.
+        The model runs in eval mode during GRPO (dropout off, trl's ``disable_dropout``): the policy is exactly
+        ``N(r_theta, sigma^2 I)``. The KL reference (``grpo_beta > 0``) is a detached copy of the trained parameters
+        as SFT left them. GRPO's epochs are numbered on from SFT's.
     """
 
     strict_improvement = True
@@ -258,8 +252,10 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
         super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
 
     def resume_checkpoint(self, resume_file):
-        r"""Continue an interrupted run: a last checkpoint resumes the stage it was written in (SFT or GRPO) after its
-        epoch; a best-model checkpoint resumes SFT after its epoch (see the class notes)."""
+        r"""Continue an interrupted run: a last checkpoint (``<best>-last.pth``) resumes the stage it was written in
+        (SFT or GRPO) after its epoch, with everything that stage needs (for GRPO: its optimizer, counter, bar and SFT
+        weights); a finished stage is not trained again. A best-model checkpoint resumes SFT after its epoch, without
+        the random states."""
         checkpoint = self._read_resume_checkpoint(resume_file)
         if not checkpoint.get("last"):
             if "sft" not in self.train_stages:
@@ -331,12 +327,3 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             return super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
         for name, value in zip(names, self._mean_losses(losses)):
             self.tensorboard.add_scalar(f"Loss/{self.stage}/{name}", value, epoch_idx)
-
-    def grpo_loss(self, interaction):
-        r"""One GRPO update's loss terms (:meth:`LatentGRPO.loss <recbole_flr.trainer.latent_grpo.LatentGRPO.loss>`),
-        for tools that time or check the GRPO step after :meth:`begin_grpo`."""
-        return self.grpo.loss(interaction)
-
-    def grpo_epoch_stats(self):
-        r"""The last GRPO epoch's statistics (:meth:`LatentGRPO.epoch_stats`), or None before its first rollout."""
-        return self.grpo.epoch_stats()
