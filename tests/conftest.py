@@ -92,6 +92,21 @@ def tiny_settings(folder, **overrides):
     return dict(settings, **overrides)
 
 
+#: the command-line flags of a tiny FLR run that takes seconds (run_recbole_flr.py's --key=value form)
+TINY_CLI_FLAGS = [
+    "--MAX_ITEM_LIST_LENGTH=10",
+    "--hidden_size=16",
+    "--inner_size=32",
+    "--n_layers=1",
+    "--n_factors=2",
+    "--epochs=1",
+    "--grpo_epochs=1",
+    "--show_progress=False",
+    "--gpu_id=",
+    "--state=ERROR",
+]
+
+
 @pytest.fixture
 def tiny_config_dict(tiny_dataset_dir, tmp_path):
     r"""RecBole settings for a run on ``tiny`` that takes seconds."""

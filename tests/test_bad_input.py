@@ -8,23 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_tiny_dataset
+from conftest import TINY_CLI_FLAGS, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
 TINY = [
     "--load_col={'inter': ['user_id', 'item_id', 'timestamp'], 'item': ['item_id', 'title']}",
-    "--MAX_ITEM_LIST_LENGTH=10",
-    "--hidden_size=16",
-    "--inner_size=32",
-    "--n_layers=1",
-    "--n_factors=2",
-    "--epochs=1",
-    "--grpo_epochs=1",
     "--train_batch_size=64",
-    "--show_progress=False",
-    "--gpu_id=",
-    "--state=ERROR",
+    *TINY_CLI_FLAGS,
 ]
 
 

@@ -11,25 +11,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_tiny_dataset
+from conftest import TINY_CLI_FLAGS, write_tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
-TINY = [
-    "--model=FLR",
-    "--dataset=tiny",
-    "--data_path={data}",
-    "--MAX_ITEM_LIST_LENGTH=10",
-    "--hidden_size=16",
-    "--inner_size=32",
-    "--n_layers=1",
-    "--n_factors=2",
-    "--epochs=1",
-    "--grpo_epochs=1",
-    "--show_progress=False",
-    "--gpu_id=",
-    "--state=ERROR",
-]
+TINY = ["--model=FLR", "--dataset=tiny", "--data_path={data}", *TINY_CLI_FLAGS]
 
 # (case id, extra command-line arguments, strings the message must contain). "{data}", "{tmp}" are filled in.
 CASES = [
