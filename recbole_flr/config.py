@@ -49,7 +49,9 @@ class Config(RecBoleConfig):
         numpy_compat()
 
     def _load_cmd_line(self):
-        cmd_config_dict = super()._load_cmd_line()
+        r"""RecBole's ``--key=value`` settings, where ``--key=~`` is YAML's null (None), as ``key: ~`` is in a file:
+        RecBole's reader keeps it the string ``"~"``, which would read as a path (``--llm_path=~``: the home folder)."""
+        cmd_config_dict = {key: None if value == "~" else value for key, value in super()._load_cmd_line().items()}
         self.key_sources.update(dict.fromkeys(cmd_config_dict, "the command line"))
         return cmd_config_dict
 

@@ -97,6 +97,18 @@ def test_the_fast_mode_is_the_default(tiny_config_dict):
     assert config["train_all_positions"] is True
 
 
+def test_tilde_on_the_command_line_is_none_as_in_a_yaml_file(tiny_config_dict, monkeypatch):
+    # RecBole's reader keeps --key=~ as the string "~": --llm_path=~ (FLR.yaml: "~ for the embedded one") then tried
+    # to load the home folder as a pretrained LLM
+    from recbole_flr.quick_start import prepare
+
+    flags = ["--llm_path=~", "--llm_gguf_file=~", "--item_text_encoder=~", "--item_text_field=~"]
+    monkeypatch.setattr(sys, "argv", ["run_recbole_flr.py", *flags])
+    config, model, *_ = prepare("FLR", "tiny", config_dict=tiny_config_dict)
+    assert [config[flag[2:].split("=")[0]] for flag in flags] == [None] * 4
+    assert not model.backbone.pretrained and model.item_text_field is None and model.item_text_encoder is None
+
+
 @pytest.mark.parametrize("model", ["SASRec", "BERT4Rec", "GRU4Rec", "SASRecAllPos", "FLR"])
 def test_every_sequential_model_loads_the_columns_flr_loads(tiny_config_dict, model):
     from recbole_flr import Config

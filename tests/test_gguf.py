@@ -150,7 +150,7 @@ def test_resolution_of_the_two_spellings(tmp_path, tiny_llm_dir):
     assert resolve_checkpoint(os.path.join(folder, "model.gguf")) == (folder, "model.gguf")
     assert resolve_checkpoint(folder, "model.gguf") == (folder, "model.gguf")
     assert resolve_checkpoint(tiny_llm_dir, os.path.join(folder, "model.gguf")) == (folder, "model.gguf")
-    assert resolve_checkpoint(tiny_llm_dir, "~") == (tiny_llm_dir, None)  # ~ from the command line is a string
+    assert resolve_checkpoint(tiny_llm_dir, None) == (tiny_llm_dir, None)
     assert resolve_checkpoint("org/model-GGUF", "model-Q4_K_M.gguf") == ("org/model-GGUF", "model-Q4_K_M.gguf")
 
 

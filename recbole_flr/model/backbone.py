@@ -377,8 +377,6 @@ def resolve_checkpoint(llm_path, llm_gguf_file=None):
         ValueError: naming ``llm_gguf_file`` (or ``llm_path``) when the file is absent, when both keys name different
             files, or when the ``gguf`` package is missing.
     """
-    if llm_gguf_file in ("~", "None", "none", ""):  # ~ given on the command line arrives as a string
-        llm_gguf_file = None
     path = os.path.expanduser(str(llm_path))
     if os.path.isfile(path) and path.endswith(GGUF_SUFFIX):
         folder, name = os.path.split(os.path.abspath(path))

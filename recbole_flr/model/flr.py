@@ -21,7 +21,6 @@ from recbole_flr.model.backbone import Pass1, add_lora, build_embedded_backbone,
 from recbole_flr.model.flr_settings import check_settings
 from recbole_flr.model.item_text import (
     ItemTextProjection,
-    encoder_setting,
     item_texts,
     load_item_text_features,
     resolve_text_field,
@@ -70,7 +69,7 @@ class FLR(SequentialRecommender):
         self.lora_dropout = config["lora_dropout"]
         self.lora_target_modules = config["lora_target_modules"]
         self.item_text_field = resolve_text_field(config["item_text_field"], dataset)
-        self.item_text_encoder = encoder_setting(config["item_text_encoder"])
+        self.item_text_encoder = config["item_text_encoder"]
         self.item_text_only = bool(config["item_text_only"])
         self.tie_item_embeddings = config["tie_item_embeddings"] is not False
         self.n_factors = config["n_factors"]

@@ -42,7 +42,7 @@ def _check_scalars(model):
             raise UserInputError(f"{key}={getattr(model, key)} is invalid: it must be a float >= 0.")
     if model.loss_type != "CE":
         raise UserInputError(f"loss_type='{model.loss_type}' is invalid for FLR: the range is ['CE'].")
-    if model.llm_gguf_file not in (None, "~") and not model.llm_path:
+    if model.llm_gguf_file and not model.llm_path:
         raise UserInputError(
             "llm_gguf_file needs llm_path (the directory or hub repo holding it); or set llm_path "
             "to the .gguf file itself and llm_gguf_file: ~."

