@@ -156,18 +156,13 @@ def test_illegal_mixes_are_refused_by_name(tiny_config_dict, settings, named):
 def test_sasrec_backbone_alone_is_recbole_sasrec(tiny_config_dict):
     r"""With ids only and no user projection, FLR's backbone-alone head on ``llm_arch: sasrec`` scores
     exactly as RecBole's SASRec with the same weights."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender.sasrec import SASRec
-
-    from recbole_flr import Config
+    from recbole_flr.quick_start import prepare
 
     settings = dict(
         tiny_config_dict, item_text_field=None, llm_arch="sasrec", hidden_dropout_prob=0.0, user_projection=False
     )
     model, seq, length, _ = _model(settings, "backbone")
-    config = Config(model="SASRec", dataset="tiny", config_dict=dict(settings, n_layers=1, n_heads=2))
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    sasrec = SASRec(config, train_data._dataset).eval()
+    sasrec = prepare("SASRec", "tiny", config_dict=dict(settings, n_layers=1, n_heads=2))[1].eval()
     backbone = model.backbone
     sasrec.item_embedding.load_state_dict(model.item_embedding.state_dict())
     sasrec.position_embedding.weight.data.copy_(backbone.position_embedding.weight.data[: sasrec.max_seq_length])

@@ -36,18 +36,10 @@ def count_encodings(monkeypatch):
 
 
 def build_sasrec_allpos(config_dict, **overrides):
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from recbole_flr.quick_start import prepare
 
-    from recbole_flr import Config
-    from recbole_flr.model import SASRecAllPos
-
-    config = Config(model="SASRecAllPos", dataset="tiny", config_dict=dict(config_dict, **overrides))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    return SASRecAllPos(config, train_data._dataset), train_data, dataset
+    _, model, dataset, train_data, _, _ = prepare("SASRecAllPos", "tiny", config_dict=dict(config_dict, **overrides))
+    return model, train_data, dataset
 
 
 def test_features_are_the_encoders_pooled_states_of_each_title(text_config, tiny_llm_dir):
