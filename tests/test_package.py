@@ -256,6 +256,22 @@ def test_recbole_turns_on_anomaly_detection_and_the_plugin_turns_it_off():
         assert result.stdout.strip() == "False", (code, result.stderr)
 
 
+def test_the_grpo_maths_import_without_recbole_config_data_or_trainer():
+    # the package's entry points load on first use: `import recbole_flr` (and so any of its pure modules) pays for
+    # torch and RecBole's models (imported on purpose, see no_anomaly_detection), not for RecBole's config,
+    # evaluation and trainer modules; the entry points still resolve
+    code = (
+        "import sys, recbole_flr.trainer.grpo\n"
+        "heavy = [m for m in ('recbole.config', 'recbole.trainer', 'sklearn') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from recbole_flr import Config, run_recbole_flr\n"
+        "from recbole_flr.trainer import FLRTrainer, SafeCheckpointMixin\n"
+        "assert issubclass(FLRTrainer, SafeCheckpointMixin) and Config.__module__ == 'recbole_flr.config'\n"
+    )
+    result = python(code)
+    assert result.returncode == 0, result.stderr
+
+
 def test_plugin_paths_never_import_ray(tiny_config_dict):
     code = (
         "import sys, recbole_flr, recbole_flr.quick_start, recbole_flr.trainer, recbole_flr.model\n"
