@@ -253,8 +253,7 @@ def known_keys():
                 continue
             with open(path, encoding="utf-8") as f:
                 known.update(re.findall(r"^([A-Za-z_]\w*)\s*:", f.read(), flags=re.MULTILINE))
-    for package in (recbole, __import__("recbole_flr")):
-        root = os.path.dirname(os.path.realpath(package.__file__))
+    for root in (os.path.dirname(os.path.realpath(recbole.__file__)), os.path.dirname(os.path.realpath(__file__))):
         for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
             with open(path, encoding="utf-8") as f:
                 known.update(KEY_READ.findall(f.read()))
