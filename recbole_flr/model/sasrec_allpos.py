@@ -9,11 +9,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import all_positions_loss, real_positions, register_training_windows
-from recbole_flr.model.item_text import (
-    ItemTextProjection,
-    load_item_text_features,
-    resolve_text_field,
-)
+from recbole_flr.model.item_text import ItemTextProjection, load_item_text_features, resolve_text_field
 
 
 class SASRecAllPos(SASRec):
