@@ -283,6 +283,8 @@ def _check_value(config, key, kind, legal, doc, source):
     value = config[key]
     shown = f"{key}={value!r}"
     if value is None:
+        if isinstance(legal, tuple):  # a documented range: a number is read, and ~ would fail deep inside
+            raise UserInputError(f"{key} is ~ (in {_where(config, key)}) but must be a number; {source}: {doc}")
         return  # RecBole's "~": a key's own reader decides what None means
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "int" and not (number and isinstance(value, int)):

@@ -29,6 +29,8 @@ CASES = [
     ("grpo_num_generations-1", ["--grpo_num_generations=1"], ["grpo_num_generations"]),
     ("grpo_epsilon-1.5", ["--grpo_epsilon=1.5"], ["grpo_epsilon=1.5", "[0, 1)"]),
     ("grpo_noise_std-0", ["--grpo_noise_std=0"], ["grpo_noise_std=0", "(0, inf)"]),
+    ("epochs-tilde", ["--epochs=~"], ["epochs is ~", "must be a number", "[0, inf)"]),
+    ("n_factors-tilde", ["--n_factors=~"], ["n_factors is ~", "[1, 8]"]),
     ("grpo_epochs-negative", ["--grpo_epochs=-1"], ["grpo_epochs=-1"]),
     ("grpo_reward-unknown", ["--grpo_reward=accuracy"], ["grpo_reward", "logprob"]),
     ("grpo_trainable-unknown", ["--grpo_trainable=backbone"], ["grpo_trainable", "latent"]),

@@ -317,9 +317,16 @@ def test_removed_grpo_settings_are_refused_with_their_reason(tiny_config_dict, k
         FLRTrainer(config, model)
 
 
-def test_an_unset_grpo_key_is_named(tiny_config_dict):
-    config, model, *_ = _build({**tiny_config_dict, "grpo_beta": None})  # "~" in a YAML file
-    with pytest.raises(ValueError, match=r"\['grpo_beta'\] not set .*FLR.yaml"):
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("grpo_beta", r"grpo_beta is ~ .*must be a number; properties/model/FLR.yaml"),  # a ranged key: check_values
+        ("grpo_reward", r"\['grpo_reward'\] not set .*FLR.yaml"),  # the others: the GRPO stage's reader
+    ],
+)
+def test_an_unset_grpo_key_is_named(tiny_config_dict, key, message):
+    config, model, *_ = _build({**tiny_config_dict, key: None})  # "~" in a YAML file
+    with pytest.raises(ValueError, match=message):
         FLRTrainer(config, model)
 
 
