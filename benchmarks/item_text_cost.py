@@ -15,7 +15,6 @@ Writes benchmarks/results/item_text_cost-<dataset>.json and .md.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -23,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from step_cost import time_rows  # noqa: E402  (thread CPU time with one torch thread, else wall time)
+from step_cost import machine_line, result_row, time_rows  # noqa: E402  (one clock and one result format)
 
 #: (row name, model, config): ids only, the bag of title words (FLR's default), the frozen LM's title features.
 ROWS = [
@@ -94,24 +93,9 @@ def main():
     encoder.embed_texts(texts, "cpu")
     encode_s = time.perf_counter() - tick
 
-    rows = []
-    for entry in models:
-        step_s = sorted(entry["times"])[len(entry["times"]) // 2]
-        rows.append(
-            {
-                "row": entry["name"],
-                "step_s": step_s,
-                "batches_per_epoch": entry["batches_per_epoch"],
-                "epoch_s": step_s * entry["batches_per_epoch"],
-                "steps": entry["times"],
-            }
-        )
+    rows = [result_row(entry["name"], entry) for entry in models]
     base = rows[-2]["epoch_s"]
-    timing = "thread CPU time" if args.threads == 1 else "wall time"
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
-    )
+    machine = machine_line(args.threads)
     lines = [
         f"### {args.dataset}: what item text costs",
         "",

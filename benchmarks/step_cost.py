@@ -93,6 +93,31 @@ def time_rows(entries, rounds):
                 entry["times"].append(clock() - tick)
 
 
+def result_row(name, entry):
+    r"""A timed entry as a result row: its median step (the upper one of an even count), the SFT epoch that implies
+    (median step x batches per epoch), the parameters its loss trains and every timed step."""
+    step_s = sorted(entry["times"])[len(entry["times"]) // 2]
+    return {
+        "row": name,
+        "step_s": step_s,
+        "batches_per_epoch": entry["batches_per_epoch"],
+        "epoch_s": step_s * entry["batches_per_epoch"],
+        "parameters": entry["parameters"],
+        "steps": entry["times"],
+    }
+
+
+def machine_line(threads):
+    r"""The processor, cores, torch build, clock and load average: what every result of these timings states."""
+    import torch
+
+    timing = "thread CPU time" if threads == 1 else "wall time"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="amazon-instruments")
@@ -112,25 +137,9 @@ def main():
         print(f"[step_cost] built {row}", flush=True)
     time_rows(entries, args.rounds)
 
-    rows = []
-    for entry in entries:
-        step_s = sorted(entry["times"])[len(entry["times"]) // 2]
-        rows.append(
-            {
-                "row": entry["row"],
-                "step_s": step_s,
-                "batches_per_epoch": entry["batches_per_epoch"],
-                "epoch_s": step_s * entry["batches_per_epoch"],
-                "parameters": entry["parameters"],
-                "steps": entry["times"],
-            }
-        )
+    rows = [result_row(entry["row"], entry) for entry in entries]
     base = rows[-1]
-    timing = "thread CPU time" if args.threads == 1 else "wall time"
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
-    )
+    machine = machine_line(args.threads)
     lines = [
         f"### {args.dataset}: the cost of an SFT step",
         "",
