@@ -149,6 +149,28 @@ def checkpoint_state_dict(model):
     return model.state_dict()
 
 
+def other_parameter_state(model):
+    r"""RecBole's ``model.other_parameter()`` as a checkpoint stores it: without the submodules it lists, whose weights
+    the ``state_dict`` already holds. SASRecF, GRU4RecF and FDSA list their ``feature_embed_layer``; pickled as a
+    module, it made the checkpoint unreadable as plain data (``weights_only=True``) at the test after training.
+
+    Raises:
+        CheckpointError: a value that is neither a submodule nor plain data (tensors, arrays, numbers, strings), named.
+    """
+    submodules = {id(module) for module in model.modules()}
+    kept = {}
+    for key, value in model.other_parameter().items():
+        if isinstance(value, torch.nn.Module) and id(value) in submodules:
+            continue  # in the state_dict; loading keeps the model's own module and fills it from there
+        if not (value is None or isinstance(value, (torch.Tensor, bool, int, float, str, list, dict))):
+            raise CheckpointError(
+                f"{type(model).__name__}.other_parameter()[{key!r}] is a {type(value).__name__}, which a plain-data "
+                "checkpoint cannot hold: this model's checkpoints are not supported by recbole_flr."
+            )
+        kept[key] = value
+    return kept
+
+
 def load_model_state(model, checkpoint, path=""):
     r"""Load a checkpoint's weights into ``model``; only keys the model leaves out of its checkpoints may be missing."""
     state_dict = checkpoint["state_dict"]

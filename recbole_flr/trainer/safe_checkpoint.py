@@ -24,6 +24,7 @@ from recbole_flr.checkpoint import (
     last_checkpoint_file,
     load_checkpoint,
     load_model_state,
+    other_parameter_state,
     plain_config,
     set_rng_state,
 )
@@ -125,7 +126,7 @@ class SafeCheckpointMixin:
         checkpoint = {
             "config": config,
             "state_dict": checkpoint_state_dict(self.model),
-            "other_parameter": self.model.other_parameter(),
+            "other_parameter": other_parameter_state(self.model),
             "optimizer": self.optimizer.state_dict(),
         }
         rng = get_rng_state(getattr(self._train_data, "generator", None)) if resume else None
