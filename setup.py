@@ -29,10 +29,12 @@ setup(
     # gguf: llm_gguf_file (GGUF checkpoints through transformers); the tests write a tiny GGUF themselves
     # black and ruff: the formatter and linter that .ci/run checks (pinned: a new release must not turn CI red)
     extras_require={
-        "test": ["pytest>=7", "gguf>=0.10.0", "black==26.10.1", "ruff==0.17.6"],
+        "test": ["pytest>=7", "gguf>=0.10.0", "black==26.10.1", "ruff==0.17.6", "hyperopt>=0.2.7"],
         "gguf": ["gguf>=0.10.0"],
+        # run_hyper.py: RecBole's HyperTuning is built on hyperopt, which recbole 1.2.1 does not require
+        "hyper": ["hyperopt>=0.2.7"],
     },
-    scripts=["run_recbole_flr.py"],
+    scripts=["run_recbole_flr.py", "run_hyper.py"],
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

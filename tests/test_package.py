@@ -108,6 +108,7 @@ FLOORS = [
     ("model",),
     ("trainer",),
     ("quick_start", "robustness"),
+    ("hyper",),
     ("explain",),
     ("__init__",),
 ]
