@@ -11,7 +11,12 @@ gradient after the first step: a control such as the backbone alone builds the l
 
     python benchmarks/step_cost.py --dataset amazon-instruments --data_path ../shared/datasets
 
-Writes benchmarks/results/step_cost-<dataset>.json and .md.
+Writes benchmarks/results/step_cost-<dataset>.json and .md (``--out``: elsewhere). The results pages' epoch costs:
+
+    python benchmarks/step_cost.py --dataset amazon-games-mini \
+        --out benchmarks/results/zoo/amazon-games-mini/step_cost \
+        --rows FLR:default FLR:backbone SASRec GRU4Rec NARM CORE SINE LightSANs BERT4Rec \
+        "SASRecF::selected_features=[title]" "FDSA::selected_features=[title]" SASRecAllPos
 """
 
 import argparse
@@ -125,6 +130,9 @@ def main():
     parser.add_argument("--rows", nargs="+", default=ROWS, help="MODEL[:variant[:key=value,...]]; the last is the base")
     parser.add_argument("--rounds", type=int, default=20, help="timed steps per row (round-robin)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--out", default=None, help="result files without suffix (default: results/step_cost-<dataset>)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -156,7 +164,8 @@ def main():
     lines += ["", f"Command: `python benchmarks/step_cost.py {' '.join(sys.argv[1:])}`"]
     text = "\n".join(lines)
     print(text)
-    out = os.path.join(ROOT, "benchmarks", "results", f"step_cost-{args.dataset}")
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"step_cost-{args.dataset}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump({"machine": machine, "rounds": args.rounds, "rows": rows}, f, indent=1)
     with open(out + ".md", "w") as f:

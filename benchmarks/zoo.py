@@ -11,9 +11,9 @@ resumable (a finished trial is read back from its result file, not trained again
    (``recbole_flr/properties/hyper/seeds.hyper``).
 
 Result files: ``benchmarks/results/zoo/<dataset>/<label>.result`` (+ ``.json``) and ``<label>-seeds.result``; the
-checkpoints go to ``benchmarks/scratch/zoo`` (not kept). ``python benchmarks/zoo_page.py --dataset D`` makes the
-page from them. Labels: a RecBole or plugin model name, or ``FLR-backbone`` (FLR's backbone-alone control,
-``recbole_flr/properties/controls/backbone_alone.yaml``).
+checkpoints and each model's log go to ``benchmarks/scratch/zoo`` (not kept). ``python benchmarks/zoo_page.py
+--dataset D`` makes the page from them. Labels: a RecBole or plugin model name, or ``FLR-backbone`` (FLR's
+backbone-alone control, ``recbole_flr/properties/controls/backbone_alone.yaml``).
 
     python benchmarks/zoo.py --dataset amazon-games-mini --data_path ../shared/datasets --jobs 2
     python benchmarks/zoo.py --dataset ml-100k --models FLR FLR-backbone SASRecAllPos --jobs 2
@@ -50,14 +50,17 @@ FEATURE_MODELS = ("SASRecF", "FDSA", "GRU4RecF")
 TITLE_FIELD = {"ml-100k": "movie_title", "ml-1m": "movie_title"}  # others: title
 
 
-def results_dir(dataset):
-    return os.path.join(ROOT, "benchmarks", "results", "zoo", dataset)
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "zoo")
 
 
-def searches(label, dataset, max_evals, data_path):
+def results_dir(dataset, results=RESULTS):
+    return os.path.join(results, dataset)
+
+
+def searches(label, dataset, max_evals, data_path, results=RESULTS, settings=()):
     r"""The two ``run_hyper.py`` command lines of one model: its tuning, then its best setting's seeds."""
     model, extra_files = CONTROLS.get(label, (label, []))
-    out = os.path.join(results_dir(dataset), label)
+    out = os.path.join(results_dir(dataset, results), label)
     fixed = [
         f"--model={model}",
         f"--dataset={dataset}",
@@ -66,6 +69,7 @@ def searches(label, dataset, max_evals, data_path):
     ]
     if data_path:
         fixed.append(f"--data_path={data_path}")
+    fixed += [f"--{setting}" for setting in settings]
     if model in FEATURE_MODELS:
         title = TITLE_FIELD.get(dataset, "title")
         fixed += [
@@ -93,7 +97,8 @@ def run_model(label, args):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     log = os.path.join(ROOT, "benchmarks", "scratch", "zoo", f"{args.dataset}-{label}.out")
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    for phase, command in zip(("tuning", "seeds"), searches(label, args.dataset, args.max_evals, args.data_path)):
+    commands = searches(label, args.dataset, args.max_evals, args.data_path, args.results, args.set)
+    for phase, command in zip(("tuning", "seeds"), commands):
         start = time.time()
         with open(log, "a") as out:
             done = subprocess.run([sys.executable, "run_hyper.py"] + command, cwd=ROOT, env=env, stdout=out, stderr=out)
@@ -111,6 +116,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=ZOO, help=f"labels (default: {' '.join(ZOO)})")
     parser.add_argument("--max_evals", type=int, default=2, help="tuning trials per model, the same for every model")
     parser.add_argument("--jobs", type=int, default=2, help="models trained at a time (one torch thread each)")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value settings of every run (e.g. epochs=50)")
+    parser.add_argument("--results", default=RESULTS, help="folder of the result files (one folder per dataset)")
     args = parser.parse_args()
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         finished = list(pool.map(lambda label: run_model(label, args), args.models))
