@@ -51,13 +51,14 @@ TITLE_FIELD = {"ml-100k": "movie_title", "ml-1m": "movie_title"}  # others: titl
 
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "zoo")
+SCRATCH = os.path.join("benchmarks", "scratch", "zoo")  # checkpoints and logs, relative to the checkout
 
 
 def results_dir(dataset, results=RESULTS):
     return os.path.join(results, dataset)
 
 
-def searches(label, dataset, max_evals, data_path, results=RESULTS, settings=()):
+def searches(label, dataset, max_evals, data_path, results=RESULTS, settings=(), scratch=SCRATCH):
     r"""The two ``run_hyper.py`` command lines of one model: its tuning, then its best setting's seeds."""
     model, extra_files = CONTROLS.get(label, (label, []))
     out = os.path.join(results_dir(dataset, results), label)
@@ -65,7 +66,7 @@ def searches(label, dataset, max_evals, data_path, results=RESULTS, settings=())
         f"--model={model}",
         f"--dataset={dataset}",
         "--show_progress=False",
-        f"--checkpoint_dir={os.path.join('benchmarks', 'scratch', 'zoo', dataset)}",
+        f"--checkpoint_dir={os.path.join(scratch, dataset)}",
     ]
     if data_path:
         fixed.append(f"--data_path={data_path}")
@@ -95,9 +96,9 @@ def searches(label, dataset, max_evals, data_path, results=RESULTS, settings=())
 
 def run_model(label, args):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    log = os.path.join(ROOT, "benchmarks", "scratch", "zoo", f"{args.dataset}-{label}.out")
+    log = os.path.join(ROOT, args.scratch, f"{args.dataset}-{label}.out")
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    commands = searches(label, args.dataset, args.max_evals, args.data_path, args.results, args.set)
+    commands = searches(label, args.dataset, args.max_evals, args.data_path, args.results, args.set, args.scratch)
     for phase, command in zip(("tuning", "seeds"), commands):
         start = time.time()
         with open(log, "a") as out:
@@ -118,6 +119,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="models trained at a time (one torch thread each)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value settings of every run (e.g. epochs=50)")
     parser.add_argument("--results", default=RESULTS, help="folder of the result files (one folder per dataset)")
+    parser.add_argument("--scratch", default=SCRATCH, help="folder of the checkpoints and logs (not kept)")
     args = parser.parse_args()
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         finished = list(pool.map(lambda label: run_model(label, args), args.models))

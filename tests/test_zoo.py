@@ -24,7 +24,8 @@ TINY = [
 def test_the_zoo_tunes_a_model_then_reruns_its_best_setting_with_two_more_seeds(tmp_path):
     write_tiny_dataset(str(tmp_path / "data"))
     command = [sys.executable, "benchmarks/zoo.py", "--dataset=tiny", f"--data_path={tmp_path / 'data'}"]
-    command += ["--models", "SASRec", "--max_evals=1", "--jobs=1", f"--results={tmp_path / 'zoo'}", "--set"] + TINY
+    command += ["--models", "SASRec", "--max_evals=1", "--jobs=1", f"--results={tmp_path / 'zoo'}"]
+    command += [f"--scratch={tmp_path / 'scratch'}", "--set"] + TINY
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "tiny SASRec seeds: done" in done.stdout, done.stdout + done.stderr[-2000:]
     tuning = json.load(open(tmp_path / "zoo" / "tiny" / "SASRec.result.json"))
