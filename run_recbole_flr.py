@@ -43,5 +43,7 @@ if __name__ == "__main__":
         )
     except USER_ERRORS as error:
         sys.exit(user_error_message(error))
+    except KeyboardInterrupt:  # the log has said how to resume
+        sys.exit(130)
     if result is not None:  # the one thing on stdout: `> results.txt` keeps it (the log goes to stderr)
         print(result_table(result, args.model, args.dataset))

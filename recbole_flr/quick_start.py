@@ -19,7 +19,7 @@ from logging import getLogger
 import torch
 import torch.distributed as dist
 from recbole.data import data_preparation
-from recbole.utils import get_environment, init_logger, init_seed, set_color
+from recbole.utils import get_environment, init_seed, set_color
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
@@ -162,9 +162,17 @@ def run_recbole_flr(
             f"--resume_from={shlex.quote(trainer.last_model_file)}); the result file "
             f"{result_file(trainer.saved_model_file)}."
         )
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+    except KeyboardInterrupt:  # Ctrl-C: say how to go on (the state of the last finished epoch is on disk)
+        last = trainer.last_model_file if saved and named else None
+        if last and os.path.isfile(last):
+            logger.error(f"Interrupted. To continue: the same command with --resume_from={shlex.quote(last)}")
+        else:
+            logger.error("Interrupted before the first epoch ended: no checkpoint to resume from.")
+        raise
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info(
@@ -266,7 +274,8 @@ def load_data_and_model(model_file, weights_only=True):
         finally:
             sys.argv = argv
     make_run_folders(config, checkpoint_dir=False)  # loading writes no checkpoint
-    init_logger(config)
+    # a log of its own: RecBole's init_logger did nothing after a run in this process, whose log then got the load's
+    init_run_logger(config, f"{new_run_name(config)}-load")
     getLogger().info(config)
     _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)
     load_model_state(model, checkpoint, model_file)

@@ -178,7 +178,7 @@ def result_table(result, model=None, dataset=None):
     metrics = list(valid) + [m for m in test if m not in valid]
     epoch = result.get("best_epoch")
     title = " ".join(part for part in (model, "on" if model and dataset else None, dataset) if part)
-    lines = [f"{title}: best valid at epoch {epoch}" if epoch is not None else f"{title}: results".lstrip(": ")]
+    lines = [f"{title} (the tested model: epoch {epoch})" if epoch is not None else title or "results"]
     width = max([len("metric")] + [len(m) for m in metrics])
     lines.append(f"{'metric':<{width}}  {'best valid':>10}  {'test':>10}")
     for metric in metrics:

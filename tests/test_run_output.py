@@ -19,7 +19,7 @@ from conftest import TINY_CLI_FLAGS, write_tiny_dataset
 import recbole_flr.checkpoint
 from recbole_flr.checkpoint import last_checkpoint_file
 from recbole_flr.errors import CheckpointError, UserInputError
-from recbole_flr.quick_start import run_recbole_flr
+from recbole_flr.quick_start import load_data_and_model, run_recbole_flr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
@@ -78,6 +78,10 @@ def test_two_runs_with_the_same_settings_in_one_second_write_their_own_files(tin
     assert json.load(open(resumed["result_file"]))["resumed_from"] == os.path.abspath(
         last_checkpoint_file(runs[0]["saved_model_file"])
     )
+    # loading a checkpoint after a run logs to a file of its own, not into that run's log
+    size = os.path.getsize(resumed["log_file"])
+    load_data_and_model(runs[0]["saved_model_file"])
+    assert os.path.getsize(resumed["log_file"]) == size
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +244,16 @@ def test_saved_false_writes_nothing_to_the_checkpoint_dir_and_still_tests(tiny_c
     assert result["saved_model_file"] is None and result["result_file"] is None
     assert result["test_result"] and all(type(v) is float for v in result["test_result"].values())
     assert not os.path.exists(config["checkpoint_dir"]) or not os.listdir(config["checkpoint_dir"])
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tiny_config_dict):
+    def interrupt(event, info):
+        if event == "train_epoch" and info["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    config = {**tiny_config_dict, **SASREC, "epochs": 3}
+    with pytest.raises(KeyboardInterrupt):
+        run_recbole_flr("SASRec", "tiny", config_dict=config, callbacks=[interrupt])
+    (log_file,) = glob.glob(os.path.join("log", "SASRec", "*.log"))
+    last = re.search(r"Interrupted\. To continue: the same command with --resume_from=(\S+)", open(log_file).read())
+    assert last and os.path.isfile(last.group(1)) and _stem(last.group(1)) == _stem(log_file) + "-last"
