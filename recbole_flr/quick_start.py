@@ -23,7 +23,7 @@ from recbole.utils import get_environment, init_seed, set_color
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
-from recbole_flr.errors import UserInputError
+from recbole_flr.errors import CheckpointError, UserInputError
 from recbole_flr.model.all_positions import compact_train_data
 from recbole_flr.run_files import (
     FILE_ONLY,
@@ -195,8 +195,12 @@ def run_recbole_flr(
     logger.info(set_color("test result", "yellow") + f": {_metrics(test_result)}")
     if result["result_file"] and (config["single_spec"] or config["local_rank"] == 0):
         record = result_record(config, result, trainer, log_file, started, config["resume_from"])
-        write_result_file(result["result_file"], record)
-        logger.info(f"Result file: {result['result_file']}")
+        try:
+            write_result_file(result["result_file"], record)
+            logger.info(f"Result file: {result['result_file']}")
+        except CheckpointError as error:  # the metrics are known and the checkpoint is on disk: report, go on
+            logger.error(f"No result file: {error}")
+            result["result_file"] = None
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:

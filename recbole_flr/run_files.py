@@ -64,6 +64,11 @@ def make_run_folders(config, checkpoint_dir=True):
         UserInputError: a folder that cannot be created or written, named with the key that sets it.
     """
     folders = [(os.path.join(LOG_ROOT, config["model"]), "log"), (TENSORBOARD_ROOT, "log")]
+    if checkpoint_dir and not config["checkpoint_dir"]:
+        raise UserInputError(
+            f"checkpoint_dir is {config['checkpoint_dir']!r} (~ or empty): set it to the folder for the run's "
+            "checkpoints and result file (RecBole's default: saved)."
+        )
     if checkpoint_dir:
         folders.append((config["checkpoint_dir"], "checkpoint_dir"))
     for folder, key in folders:

@@ -136,8 +136,12 @@ def test_the_full_config_and_the_model_structure_go_to_the_log_file_not_the_cons
     assert "Settings given" in console and "n_factors=2" in console
 
 
-@pytest.mark.parametrize("case", ["file", "read-only"])
+@pytest.mark.parametrize("case", ["file", "read-only", "empty"])
 def test_a_checkpoint_dir_that_cannot_be_written_is_refused_before_training(tiny_config_dict, tmp_path, case):
+    if case == "empty":  # --checkpoint_dir=~ is None
+        with pytest.raises(UserInputError, match=r"checkpoint_dir is None \(~ or empty\)"):
+            run_recbole_flr("SASRec", "tiny", config_dict={**tiny_config_dict, **SASREC, "checkpoint_dir": None})
+        return
     if case == "file":
         folder = tmp_path / "saved-file"
         folder.write_text("not a folder")
@@ -187,6 +191,24 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_version
     best = str(error.value).split("Cannot write ")[1].split(":")[0]
     assert torch.load(best, weights_only=True)["epoch"] == 0  # epoch 0's best model, whole
     assert not glob.glob(os.path.join(config["checkpoint_dir"], "*.tmp-*"))
+
+
+def test_a_result_file_that_cannot_be_written_is_reported_and_the_metrics_still_returned(tiny_config_dict, monkeypatch):
+    import recbole_flr.run_files
+
+    real = recbole_flr.run_files.atomic_write
+
+    def full_disk(path, write):
+        def fail(tmp_path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        real(path, write if path.endswith(".pth") else fail)
+
+    monkeypatch.setattr(recbole_flr.run_files, "atomic_write", full_disk)
+    result = run_recbole_flr("SASRec", "tiny", config_dict={**tiny_config_dict, **SASREC, "state": "INFO"})
+    assert result["result_file"] is None and result["test_result"] and os.path.isfile(result["saved_model_file"])
+    assert "No result file: Cannot write" in open(result["log_file"]).read()
+    assert not glob.glob(os.path.join(tiny_config_dict["checkpoint_dir"], "*.json"))
 
 
 @pytest.fixture
