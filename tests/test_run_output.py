@@ -279,3 +279,14 @@ def test_ctrl_c_during_training_says_how_to_resume(tiny_config_dict):
     (log_file,) = glob.glob(os.path.join("log", "SASRec", "*.log"))
     last = re.search(r"Interrupted\. To continue: the same command with --resume_from=(\S+)", open(log_file).read())
     assert last and os.path.isfile(last.group(1)) and _stem(last.group(1)) == _stem(log_file) + "-last"
+
+
+def test_the_robustness_benchmark_evaluates_the_best_model_not_the_newer_last_checkpoint(tmp_path):
+    from conftest import benchmark_script
+
+    robustness = benchmark_script("robustness")
+    for name in ("FLR-tiny-a.pth", "FLR-tiny-a-last.pth", "SASRec-tiny-b.pth"):  # in this order: the last is newer
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1e9 + len(name), 1e9 + len(name)))
+    assert robustness.best_checkpoint(str(tmp_path), "FLR") == str(tmp_path / "FLR-tiny-a.pth")
+    assert robustness.best_checkpoint(str(tmp_path), "BERT4Rec") is None
