@@ -102,7 +102,7 @@ def init_run_logger(config, run_name):
         if getattr(handler, "recbole_flr_run", False) or any(isinstance(f, RemoveColorFilter) for f in handler.filters):
             root.removeHandler(handler)
             handler.close()
-        elif isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, colorlog.ColoredFormatter):
+        elif type(handler) is logging.StreamHandler and isinstance(handler.formatter, colorlog.ColoredFormatter):
             root.removeHandler(handler)  # RecBole's console handler of an earlier init_logger
     level = _LEVELS.get(str(config["state"]).lower(), logging.INFO)
     rank = config["local_rank"] or 0
@@ -112,11 +112,15 @@ def init_run_logger(config, run_name):
     file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
     file_handler.addFilter(RemoveColorFilter())
     console = logging.StreamHandler()
-    console.setFormatter(
-        colorlog.ColoredFormatter(
-            "%(log_color)s%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M", log_colors=log_colors_config
+    if console.stream.isatty():
+        console.setFormatter(
+            colorlog.ColoredFormatter(
+                "%(log_color)s%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M", log_colors=log_colors_config
+            )
         )
-    )
+    else:  # redirected (2> run.log, a pipe, a job scheduler's file): no colour codes
+        console.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M"))
+        console.addFilter(RemoveColorFilter())
     console.addFilter(lambda record: not getattr(record, "file_only", False))
     for handler in (console, file_handler):  # RecBole's order: TensorBoard is named after the first file handler
         handler.setLevel(level)

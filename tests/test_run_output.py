@@ -111,6 +111,7 @@ def test_the_command_line_prints_one_table_of_best_valid_and_test_metrics_on_std
         assert test == pytest.approx(record["test_result"][metric], rel=1e-5)
     assert record["checkpoint"].endswith(stdout.split("checkpoint:")[1].split()[0])
     assert "INFO" not in stdout and "Training plan" in cli_run["stderr"]  # the log stays on stderr
+    assert "\x1b[" not in stdout + cli_run["stderr"]  # redirected: no colour codes
 
 
 def test_the_result_file_holds_the_run_its_settings_and_metrics_as_plain_data(cli_run):
