@@ -142,12 +142,18 @@ class SafeCheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        if saved_model_file == self.saved_model_file:  # RecBole saves -1 when fit has nothing to train
-            self.best_epoch, self.best_stage = (epoch if epoch >= 0 else None), self.stage
+        if saved_model_file == self.saved_model_file:
+            self._set_best(epoch, self.stage)
         if self.config["single_spec"] or self.config["local_rank"] == 0:
             atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
             if verbose:
                 self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _set_best(self, epoch, stage):
+        r"""Record the epoch and stage of the weights in ``saved_model_file`` (RecBole saves the untrained weights as
+        epoch -1 when ``fit`` has nothing to train: no epoch)."""
+        self.best_epoch = epoch if epoch is not None and epoch >= 0 else None
+        self.best_stage = stage
 
     def _save_last_checkpoint(self, finished):
         r"""The last checkpoint, at :attr:`state`'s epoch (complete: trained, validated, counted, best model saved)."""
@@ -317,7 +323,7 @@ class SafeCheckpointMixin:
                 )
         else:
             best_file, best = resume_file, checkpoint
-            self.best_epoch, self.best_stage = best.get("epoch"), best.get("stage")
+            self._set_best(best.get("epoch"), best.get("stage"))
             self.logger.warning(
                 f"{resume_file} is a best-model checkpoint, not a '{LAST_SUFFIX}.pth' one: training resumes after its "
                 "epoch from its weights and optimizer, but without the random states and counters of the interrupted "
@@ -354,7 +360,7 @@ class SafeCheckpointMixin:
         best = load_checkpoint(found, map_location="cpu")
         if str(best["config"].get("model", "")).lower() != str(self.config["model"]).lower():
             raise CheckpointError(f"{found}, the best model beside {last_file}, belongs to another model.")
-        self.best_epoch, self.best_stage = best.get("epoch"), best.get("stage")
+        self._set_best(best.get("epoch"), best.get("stage"))
         return found
 
     def _adopt_resumed_best(self, saved):
