@@ -5,7 +5,8 @@
     python run_recbole_flr.py -m FLR -d ml-100k --config_files "a.yaml b.yaml" --n_factors=3
     python run_recbole_flr.py -m FLR -d ml-100k --resume_from=saved/FLR-ml-100k-<time>-<id>-last.pth
 
-Any other ``--key=value`` reaches RecBole's Config and overrides the YAML files.
+Any other ``--key=value`` reaches RecBole's Config and overrides the YAML files. The log goes to stderr; stdout gets
+one table at the end: the best valid and test metrics, then the checkpoint, result file and log of the run.
 """
 
 import argparse
@@ -27,9 +28,10 @@ if __name__ == "__main__":
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     from recbole_flr.quick_start import run
+    from recbole_flr.run_files import result_table
 
     try:
-        run(
+        result = run(
             args.model,
             args.dataset,
             config_file_list=config_file_list,
@@ -41,3 +43,7 @@ if __name__ == "__main__":
         )
     except USER_ERRORS as error:
         sys.exit(user_error_message(error))
+    except KeyboardInterrupt:  # the log has said how to resume
+        sys.exit(130)
+    if result is not None:  # the one thing on stdout: `> results.txt` keeps it (the log goes to stderr)
+        print(result_table(result, args.model, args.dataset))

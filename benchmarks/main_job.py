@@ -79,7 +79,7 @@ def main():
             epochs[stage] += 1
             epoch_time[stage] += float(trained.group(1))
     epoch_seconds = {stage: round(epoch_time[stage] / epochs[stage], 2) for stage in epochs if epochs[stage]}
-    test = re.search(r"test result.*?'ndcg@10',\s*(?:np\.float64\()?([0-9.]+)", log.replace("\n", " "))
+    test = re.search(r"^ndcg@10\s+\S+\s+([0-9.e-]+)$", out.stdout, re.M)  # the run's table: metric, best valid, test
     result = {
         "command": (f"OMP_NUM_THREADS={args.omp_threads} " if args.omp_threads else "")
         + "python "

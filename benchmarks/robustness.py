@@ -99,12 +99,20 @@ def train(model, args, workdir):
             child.wait()
             cut = True
     seconds = time.time() - start
-    files = sorted(glob.glob(os.path.join(config["checkpoint_dir"], f"{model}-*.pth")), key=os.path.getmtime)
-    if not files:
+    best = best_checkpoint(config["checkpoint_dir"], model)
+    if best is None:
         raise RuntimeError(f"{model} saved no checkpoint in {seconds:.0f} s (see {workdir}/train.log)")
     if child.returncode not in (0, None) and not cut:
         raise RuntimeError(f"{model} training failed (see {workdir}/train.log)")
-    return files[-1], seconds, cut
+    return best, seconds, cut
+
+
+def best_checkpoint(folder, model):
+    r"""The newest best model of ``model`` in ``folder``, never a ``-last.pth`` (the state after the last epoch, which
+    is rewritten after every epoch and so was usually the newest file); None when there is none."""
+    files = glob.glob(os.path.join(folder, f"{model}-*.pth"))
+    files = sorted((f for f in files if not f.endswith("-last.pth")), key=os.path.getmtime)
+    return files[-1] if files else None
 
 
 def evaluate(model_file, args):

@@ -17,6 +17,7 @@ import os
 import pickle
 import pickletools
 import random
+import shutil
 import zipfile
 
 import numpy as np
@@ -76,15 +77,41 @@ def plain_result(result):
     return None if result is None else {str(k): float(v) for k, v in result.items()}
 
 
-def atomic_torch_save(state, path):
-    r"""``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a checkpoint."""
+def atomic_write(path, write):
+    r"""``write(tmp_path)`` to a temporary file beside ``path``, then rename: a kill never leaves half a file.
+
+    Raises:
+        CheckpointError: the file cannot be written (a full disk, a read-only or vanished folder), naming ``path``, the
+            reason and the space left; the file that was there before is intact.
+    """
     tmp_path = f"{path}.tmp-{os.getpid()}"
     try:
-        torch.save(state, tmp_path)
+        write(tmp_path)
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as error:  # torch.save's zip writer reports a failed write as a RuntimeError
+        reason = f"{error.strerror} (errno {error.errno})" if getattr(error, "strerror", None) else str(error)
+        try:
+            free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "the folder is not readable"
+        before = "the file written before is intact" if os.path.isfile(path) else "no earlier version exists"
+        raise CheckpointError(
+            f"Cannot write {path}: {reason.splitlines()[0][:300]} ({free}; {before}). Free space or choose another "
+            "checkpoint_dir, then resume from the run's -last.pth file if it has one."
+        ) from None
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+
+
+def atomic_torch_save(state, path):
+    r"""``torch.save`` through :func:`atomic_write`: a kill never leaves half a checkpoint."""
+    atomic_write(path, lambda tmp_path: torch.save(state, tmp_path))
+
+
+def copy_file(source, path):
+    r"""Copy ``source`` to ``path`` through :func:`atomic_write` (``source`` is only read)."""
+    atomic_write(path, lambda tmp_path: shutil.copyfile(source, tmp_path))
 
 
 def load_checkpoint(path, map_location="cpu", weights_only=True):
@@ -174,10 +201,22 @@ def other_parameter_state(model):
 def load_model_state(model, checkpoint, path=""):
     r"""Load a checkpoint's weights into ``model``; only keys the model leaves out of its checkpoints may be missing."""
     state_dict = checkpoint["state_dict"]
+    own = model.state_dict()
+    resized = [
+        f"{key} {list(value.shape)} in the file, {list(own[key].shape)} here"
+        for key, value in state_dict.items()
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape
+    ]
+    if resized:
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit {type(model).__name__} as configured now: {'; '.join(resized[:3])}"
+            + (f" (and {len(resized) - 3} more)" if len(resized) > 3 else "")
+            + ". It was written with other sizes (hidden_size, n_layers, n_factors, MAX_ITEM_LIST_LENGTH, ...)."
+        )
     if hasattr(model, "checkpoint_state_dict"):
         expected = set(model.checkpoint_state_dict().keys())
         missing = sorted(expected - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(model.state_dict()))
+        unexpected = sorted(set(state_dict) - set(own))
         if missing or unexpected:
             raise CheckpointError(
                 f"Checkpoint {path} does not match {type(model).__name__}: missing {missing[:5]}, "

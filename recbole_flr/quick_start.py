@@ -9,21 +9,32 @@ NOTE:
     twice in memory); this module imports neither. Otherwise the steps, seeds and logs are RecBole's.
 """
 
-import logging
 import os
+import shlex
 import sys
+import time
 from collections.abc import MutableMapping
 from logging import getLogger
 
 import torch
 import torch.distributed as dist
 from recbole.data import data_preparation
-from recbole.utils import get_environment, init_logger, init_seed, set_color
+from recbole.utils import get_environment, init_seed, set_color
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
 from recbole_flr.config import Config, training_plan, validate
-from recbole_flr.errors import UserInputError
+from recbole_flr.errors import CheckpointError, UserInputError
 from recbole_flr.model.all_positions import compact_train_data
+from recbole_flr.run_files import (
+    FILE_ONLY,
+    init_run_logger,
+    make_run_folders,
+    new_run_name,
+    plain_run_result,
+    result_file,
+    result_record,
+    write_result_file,
+)
 from recbole_flr.trainer import get_trainer
 from recbole_flr.utils import ensure_dataset, get_model, load_dataset
 
@@ -89,8 +100,10 @@ def run_recbole_flr(
         config_file_list (list, optional): YAML files.
         config_dict (dict, optional): parameters, overriding the YAML files. ``resume_from`` (any model; also a YAML
             key or ``--resume_from=``) continues an interrupted run from its ``<best>-last.pth`` checkpoint: give the
-            same settings; the best model keeps the interrupted run's file.
-        saved (bool, optional): whether to save the best model and test it. Defaults to ``True``.
+            same settings. The resumed run is a new run with its own files, starting from a copy of the interrupted
+            run's best model; the files resumed from are only read.
+        saved (bool, optional): whether to write the checkpoints and the result file, and test the best model (else
+            the last weights are tested and nothing is written to ``checkpoint_dir``). Defaults to ``True``.
         queue (torch.multiprocessing.Queue, optional): where rank 0 puts the result when spawned.
         time_budget (float, optional): seconds of training after which the trainer stops at the end of the batch
             that spends them (the epoch is validated as usual); the trainer's ``time_budget``. None: no limit.
@@ -99,27 +112,37 @@ def run_recbole_flr(
             evaluations, the end of ``fit``).
 
     Returns:
-        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` and
-        ``saved_model_file`` (None when not saved).
+        dict: ``best_valid_score`` (float), ``valid_score_bigger``, ``best_valid_result`` and ``test_result`` (dicts
+        of metric -> float, None when not run), ``saved_model_file``, ``best_epoch`` (the epoch of the tested weights,
+        None when unknown), ``log_file`` and ``result_file`` (``saved_model_file`` with ``.json``); the files are
+        None when not saved. The run's files share one name (:mod:`recbole_flr.run_files`).
     """
+    started = time.time()
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     validate(config)  # unknown keys, documented ranges, valid_metric, FLR's stages: before any log or training
     init_seed(config["seed"], config["reproducibility"])
-    make_run_folders(config)
-    init_logger(config)
+    make_run_folders(config, checkpoint_dir=saved)  # the log and checkpoint folders exist and can be written
+    run_name = new_run_name(config)
+    log_file = init_run_logger(config, run_name)
     logger = getLogger()
     logger.info(training_plan(config))
-    log_file = next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None)
-    if log_file:
-        logger.info(f"Log file: {log_file}")
-    logger.info(sys.argv)
-    logger.info(config)
+    logger.info(f"Log file: {log_file}")
+    logger.info(sys.argv, extra=FILE_ONLY)
+    logger.info(config, extra=FILE_ONLY)
+    logger.info(
+        f"Settings given (files, config_dict, command line; the full config is in the log file): {_given(config)}"
+    )
 
     _, model, _, train_data, valid_data, test_data = prepare(config=config, log=True)
-    logger.info(model)
+    logger.info(model, extra=FILE_ONLY)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(f"{type(model).__name__}: {trainable} trainable parameters (the structure is in the log file)")
     train_data = compact_train_data(train_data, model)  # all-positions training: only the rows it trains on
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    named = hasattr(trainer, "last_model_file")  # the plugin's trainers: the checkpoint carries the run's name
+    if named:
+        trainer.saved_model_file = os.path.join(trainer.checkpoint_dir, f"{run_name}.pth")
     if time_budget or callbacks:
         if not hasattr(trainer, "add_callback"):
             raise UserInputError(f"{type(trainer).__name__} (RecBole's trainer of {model}) has no budget or callbacks.")
@@ -130,33 +153,68 @@ def run_recbole_flr(
                 "prepared",
                 {"trainer": trainer, "train_data": train_data, "valid_data": valid_data, "test_data": test_data},
             )
-    if saved and hasattr(trainer, "last_model_file"):
-        logger.info(
-            f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "
-            f"{trainer.last_model_file} (to continue a killed run: the same command with --resume_from=<that file>)."
-        )
     if config["resume_from"]:  # an interrupted run's <best>-last.pth: README, "Resuming"
         trainer.resume_checkpoint(config["resume_from"])
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    if saved and named:
+        logger.info(
+            f"Checkpoints: the best model goes to {trainer.saved_model_file}; the state after every epoch to "
+            f"{trainer.last_model_file} (to continue a killed run: the same command with "
+            f"--resume_from={shlex.quote(trainer.last_model_file)}); the result file "
+            f"{result_file(trainer.saved_model_file)}."
+        )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+    except KeyboardInterrupt:  # Ctrl-C: say how to go on (the state of the last finished epoch is on disk)
+        last = trainer.last_model_file if saved and named else None
+        if last and os.path.isfile(last):
+            logger.error(f"Interrupted. To continue: the same command with --resume_from={shlex.quote(last)}")
+        else:
+            logger.error("Interrupted before the first epoch ended: no checkpoint to resume from.")
+        raise
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
-    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(
+        "The running environment of this training is as follows:\n" + get_environment(config).draw(), extra=FILE_ONLY
+    )
+    best_valid_score, best_valid_result, test_result = plain_run_result(
+        best_valid_score, best_valid_result, test_result
+    )
     result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "best_epoch": getattr(trainer, "best_epoch", None),
+        "log_file": log_file,
+        "result_file": result_file(trainer.saved_model_file) if saved and named else None,
     }
+    logger.info(set_color("best valid ", "yellow") + f": {_metrics(best_valid_result)}")
+    logger.info(set_color("test result", "yellow") + f": {_metrics(test_result)}")
+    if result["result_file"] and (config["single_spec"] or config["local_rank"] == 0):
+        record = result_record(config, result, trainer, log_file, started, config["resume_from"])
+        try:
+            write_result_file(result["result_file"], record)
+            logger.info(f"Result file: {result['result_file']}")
+        except CheckpointError as error:  # the metrics are known and the checkpoint is on disk: report, go on
+            logger.error(f"No result file: {error}")
+            result["result_file"] = None
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def _given(config):
+    given = {k: v for k, v in config.external_config_dict.items() if k not in ("model", "dataset")}
+    return ", ".join(f"{key}={value}" for key, value in given.items()) or "none (all defaults)"
+
+
+def _metrics(result):
+    return "none" if result is None else ", ".join(f"{metric}: {value:.6g}" for metric, value in result.items())
 
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, config=None, log=False):
@@ -187,14 +245,6 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     return config, model, dataset, train_data, valid_data, test_data
-
-
-def make_run_folders(config, checkpoint_dir=True):
-    r"""Create ``./log/<model>`` and (``checkpoint_dir``) the config's ``checkpoint_dir`` if missing. RecBole creates
-    them with a check-then-mkdir that races: of two runs started at once in one folder (side-by-side benchmarks, DDP
-    processes), one dies with ``FileExistsError``. Once they exist, RecBole's check passes."""
-    for folder in [os.path.join("log", config["model"])] + ([config["checkpoint_dir"]] if checkpoint_dir else []):
-        os.makedirs(folder, exist_ok=True)
 
 
 def run_recbole_flrs(rank, *args):
@@ -228,7 +278,8 @@ def load_data_and_model(model_file, weights_only=True):
         finally:
             sys.argv = argv
     make_run_folders(config, checkpoint_dir=False)  # loading writes no checkpoint
-    init_logger(config)
+    # a log of its own: RecBole's init_logger did nothing after a run in this process, whose log then got the load's
+    init_run_logger(config, f"{new_run_name(config)}-load")
     getLogger().info(config)
     _, model, dataset, train_data, valid_data, test_data = prepare(config=config, log=True)
     load_model_state(model, checkpoint, model_file)

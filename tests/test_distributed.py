@@ -1,5 +1,6 @@
 """RecBole's distributed mode on a CPU: two processes with gloo, through the plugin's ``run``."""
 
+import json
 import socket
 
 import pytest
@@ -26,6 +27,11 @@ def test_two_processes_evaluate_exactly_like_one(model, tiny_config_dict):
         assert double["test_result"][metric] == pytest.approx(float(value), abs=1e-6), metric
     checkpoint = torch.load(double["saved_model_file"], weights_only=True)
     assert checkpoint["config"]["model"] == model
+    # the same plain floats as one process's, and one result file, written by rank 0
+    assert all(type(double[key]) is dict for key in ("best_valid_result", "test_result"))
+    assert all(type(value) is float for value in double["test_result"].values())
+    with open(double["result_file"]) as f:
+        assert json.load(f)["test_result"] == double["test_result"]
 
 
 def test_more_processes_than_devices_is_a_clear_error(tiny_config_dict):

@@ -107,7 +107,7 @@ FLOORS = [
     ("config",),
     ("model",),
     ("trainer",),
-    ("quick_start", "robustness"),
+    ("quick_start", "robustness", "run_files"),
     ("hyper",),
     ("explain",),
     ("__init__",),
@@ -348,7 +348,7 @@ def test_run_script_trains_sasrec_with_recbole_interface(tiny_dataset_dir, tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert "test result" in log and "hidden_size = 16" in log and "Saving current" in log
+    assert "test result" in log and "hidden_size=16" in log and "Saving current" in log
 
 
 def test_run_script_reports_user_errors_without_traceback(tmp_path):

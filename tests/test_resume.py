@@ -5,6 +5,7 @@ import glob
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -115,33 +116,52 @@ def test_flr_killed_in_sft_then_in_grpo_resumes_to_the_uninterrupted_result(tiny
     assert os.path.basename(best) == checkpoint["best_model_file"] and os.path.isfile(best)
     assert set(checkpoint["rng"]) >= {"torch", "numpy", "python", "train_loader"}
     assert isinstance(checkpoint["best_valid_result"], dict) and "optimizer" in checkpoint
+    first_files = {path: open(path, "rb").read() for path in (best, last)}
 
-    # 2. resumed from the command line, killed during GRPO epoch 5 (GRPO is epochs 4-5): the last holds GRPO epoch 4
+    # 2. resumed from the command line, killed during GRPO epoch 5 (GRPO is epochs 4-5): the resumed run writes its own
+    # files (the last holds GRPO epoch 4) and never the ones it resumed from
     child = _start_child(args + [f"--resume_from={last}"], "grpo:5", tmp_path, "child2")
     ready = lambda c: c["stage"] == "grpo" and c["epoch"] >= 4  # noqa: E731
     last2, checkpoint = _kill_when(child, chain, ready, tmp_path, "child2")
-    assert last2 == last and checkpoint["epoch"] == 4 and checkpoint["stage_start_epoch"] == 4
+    assert last2 != last and checkpoint["epoch"] == 4 and checkpoint["stage_start_epoch"] == 4
     assert checkpoint["grpo_sft_weights"] and all(k.startswith("latent.") for k in checkpoint["grpo_sft_weights"])
     assert math.isfinite(checkpoint["sft_valid_score"])
-    # one run: one best model and one last checkpoint across the interruptions
-    assert sorted(glob.glob(str(chain / "*.pth"))) == sorted([best, last])
+    best2 = last2[: -len("-last.pth")] + ".pth"
+    assert os.path.basename(best2) == checkpoint["best_model_file"] and os.path.isfile(best2)
+    assert {path: open(path, "rb").read() for path in first_files} == first_files
+    # each run: one best model and one last checkpoint, named alike
+    assert sorted(glob.glob(str(chain / "*.pth"))) == sorted([best, last, best2, last2])
 
     # 3. resumed in this process: GRPO epoch 5, then the test on the best model across both interruptions
-    resumed = run_recbole_flr("FLR", "tiny", config_dict={**_flr_config(tiny_config_dict, chain), "resume_from": last})
-    assert resumed["saved_model_file"] == best
+    resumed = run_recbole_flr("FLR", "tiny", config_dict={**_flr_config(tiny_config_dict, chain), "resume_from": last2})
+    assert resumed["saved_model_file"] not in (best, best2) and os.path.dirname(resumed["saved_model_file"]) == str(
+        chain
+    )
     # tolerance: none. Same weights, optimizer, counters and random states give the same floats on CPU.
     assert resumed["best_valid_score"] == straight["best_valid_score"]
     assert dict(resumed["best_valid_result"]) == dict(straight["best_valid_result"])
     assert dict(resumed["test_result"]) == dict(straight["test_result"])
-    assert _same_weights(best, straight["saved_model_file"])
-    assert torch.load(last, weights_only=True)["fit_finished"]
+    assert _same_weights(resumed["saved_model_file"], straight["saved_model_file"])
+    last3 = last_checkpoint_file(resumed["saved_model_file"])
+    assert torch.load(last3, weights_only=True)["fit_finished"]
 
-    # 4. resuming a finished run trains nothing, leaves the best model alone and reports the same test result
-    before = open(best, "rb").read()
-    again = run_recbole_flr("FLR", "tiny", config_dict={**_flr_config(tiny_config_dict, chain), "resume_from": last})
-    assert open(best, "rb").read() == before
+    # 4. resuming a finished run trains nothing, leaves the files it resumed from alone, reports the same test result
+    # and writes the files its log announces
+    before = {path: open(path, "rb").read() for path in (resumed["saved_model_file"], last3)}
+    again_config = {**_flr_config(tiny_config_dict, chain), "resume_from": last3, "state": "INFO"}  # a full log
+    again = run_recbole_flr("FLR", "tiny", config_dict=again_config)
+    assert {path: open(path, "rb").read() for path in before} == before
     assert dict(again["test_result"]) == dict(straight["test_result"])
     assert again["best_valid_score"] == straight["best_valid_score"]
+    _announced_files_exist(again)
+
+
+def _announced_files_exist(result):
+    r"""The files the run's log names in its "Checkpoints:" line are the ones it returns, and they exist."""
+    log = open(result["log_file"]).read()
+    announced = re.search(r"best model goes to (\S+); the state after every epoch to (\S+) \(", log).groups()
+    assert announced == (result["saved_model_file"], last_checkpoint_file(result["saved_model_file"]))
+    assert all(os.path.isfile(path) for path in announced)
 
 
 class _Interrupt(Exception):
@@ -186,8 +206,11 @@ def test_recbole_model_resumes_exactly_and_refuses_another_model(tiny_config_dic
     assert (checkpoint["epoch"], checkpoint["fit_finished"], checkpoint.get("stage")) == (1, False, None)
     assert "resume_from" not in checkpoint["config"]
 
-    resumed = run_recbole_flr("SASRec", "tiny", config_dict={**config, "resume_from": last})
-    assert resumed["saved_model_file"] == last.replace("-last.pth", ".pth")
+    before = {path: open(path, "rb").read() for path in (last, last.replace("-last.pth", ".pth"))}
+    resumed = run_recbole_flr("SASRec", "tiny", config_dict={**config, "resume_from": last, "state": "INFO"})
+    assert resumed["saved_model_file"] != last.replace("-last.pth", ".pth")
+    assert {path: open(path, "rb").read() for path in before} == before
+    _announced_files_exist(resumed)
     assert resumed["best_valid_score"] == straight["best_valid_score"]
     assert dict(resumed["test_result"]) == dict(straight["test_result"])
     with pytest.raises(CheckpointError, match="belongs to model 'SASRec'"):

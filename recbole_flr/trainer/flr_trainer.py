@@ -77,6 +77,7 @@ class FLRTrainer(SafeCheckpointMixin, Trainer):
             (float, dict): the best valid score and result over all stages (the SFT ones if GRPO never beat them).
         """
         resume, self._resume = self._resume, None
+        self._adopt_resumed_best(saved)  # before GRPO's bar reads the best model
         stages = self.train_stages[self.train_stages.index(resume[0]) :] if resume else self.train_stages
         with self.timed_fit():  # one clock for the time budget and the "fit" callback over all stages
             for stage in stages:

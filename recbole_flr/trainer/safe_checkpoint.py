@@ -20,6 +20,7 @@ from recbole_flr.checkpoint import (
     atomic_torch_save,
     best_checkpoint_file,
     checkpoint_state_dict,
+    copy_file,
     get_rng_state,
     last_checkpoint_file,
     load_checkpoint,
@@ -112,6 +113,10 @@ class SafeCheckpointMixin:
         self.budget_spent = False  # the budget ended training (after the epoch that spent it)
         self.callbacks = []
         self._fit_start = None  # time.time() when the outermost fit began
+        self.best_epoch = None  # the epoch of the weights in saved_model_file (None: not saved yet, or not known)
+        self.best_stage = None  # FLRTrainer: the stage of those weights (sft or grpo)
+        self.resumed_from = None  # the checkpoint resume_checkpoint read
+        self._resumed_best = None  # the resumed run's best model, copied to saved_model_file when fit starts
 
     @property
     def last_model_file(self):
@@ -137,10 +142,18 @@ class SafeCheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if saved_model_file == self.saved_model_file:
+            self._set_best(epoch, self.stage)
         if self.config["single_spec"] or self.config["local_rank"] == 0:
             atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
             if verbose:
                 self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _set_best(self, epoch, stage):
+        r"""Record the epoch and stage of the weights in ``saved_model_file`` (RecBole saves the untrained weights as
+        epoch -1 when ``fit`` has nothing to train: no epoch)."""
+        self.best_epoch = epoch if epoch is not None and epoch >= 0 else None
+        self.best_stage = stage
 
     def _save_last_checkpoint(self, finished):
         r"""The last checkpoint, at :attr:`state`'s epoch (complete: trained, validated, counted, best model saved)."""
@@ -150,7 +163,11 @@ class SafeCheckpointMixin:
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         r"""RecBole's own ``fit``, unchanged, with the hooks of :meth:`_train_epoch`, :meth:`_valid_epoch` and
         :attr:`strict_improvement`; then the last checkpoint, marked finished."""
+        self._adopt_resumed_best(saved)
         if self._skip_finished(train_data):  # RecBole's fit would save the current weights as the best
+            if saved:  # this run's last checkpoint: the finished state it resumed, under this run's name
+                self._train_data = train_data
+                self._save_last_checkpoint(finished=True)
             return self.best_valid_score, self.best_valid_result
         self._in_fit, self._save_last, self._epoch_open, self._train_data = True, saved, False, train_data
         try:
@@ -276,10 +293,16 @@ class SafeCheckpointMixin:
 
     def _read_resume_checkpoint(self, resume_file):
         r"""Load ``resume_file``, check it is this model's, restore the weights and :attr:`state` (the one place a run's
-        progress is restored), and point ``saved_model_file`` at the original run's best model.
+        progress is restored), and find the resumed run's best model, which :meth:`fit` copies to this run's
+        ``saved_model_file`` (the test after training reads it). Nothing of the resumed run is written to: this run
+        writes its own files, under its own name.
 
         Returns:
             dict: the checkpoint.
+
+        Raises:
+            CheckpointError: another model or dataset, weights of other sizes, or a last checkpoint whose best model is
+                not beside it (moved alone), before anything is trained.
         """
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
@@ -289,36 +312,73 @@ class SafeCheckpointMixin:
                 raise CheckpointError(
                     f"Checkpoint {resume_file} belongs to {key} {saved.get(key)!r}, not {self.config[key]!r}."
                 )
+        current, ignored = plain_config(self.config), ("resume_from", "checkpoint_dir", "data_path")
+        changed = sorted(k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k))
         if checkpoint.get("last"):
-            self.saved_model_file = best_checkpoint_file(resume_file) or os.path.join(
-                os.path.dirname(resume_file), checkpoint["best_model_file"]
-            )
-            current, ignored = plain_config(self.config), ("resume_from", "checkpoint_dir", "data_path")
-            changed = sorted(
-                k for k in set(saved) | set(current) if k not in ignored and saved.get(k) != current.get(k)
-            )
+            best_file = self._find_best_of(resume_file, checkpoint)
             if changed:
                 self.logger.warning(
                     f"Resuming {resume_file} with settings that differ from the interrupted run's: {changed}; the "
                     "run will not follow its original trajectory."
                 )
         else:
-            self.saved_model_file = resume_file
+            best_file, best = resume_file, checkpoint
+            self._set_best(best.get("epoch"), best.get("stage"))
             self.logger.warning(
                 f"{resume_file} is a best-model checkpoint, not a '{LAST_SUFFIX}.pth' one: training resumes after its "
                 "epoch from its weights and optimizer, but without the random states and counters of the interrupted "
                 "run, so not on the same trajectory."
+                + (f" Settings that differ from its run's: {changed}." if changed else "")
             )
         state = TrainState.from_checkpoint(checkpoint, resume_file)
         if not checkpoint.get("last"):  # a best-model checkpoint has no result: the run's (None) stands
             state.best_valid_result = self.best_valid_result
-        load_model_state(self.model, checkpoint, resume_file)
+        try:
+            load_model_state(self.model, checkpoint, resume_file)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{error} Settings that differ from the checkpoint's run: {changed or 'none'}."
+            ) from None
         self.state = state
+        self.resumed_from, self._resumed_best = resume_file, best_file
         return checkpoint
+
+    def _find_best_of(self, last_file, checkpoint):
+        r"""The best model that goes with the last checkpoint ``last_file``: the file it names, or its own name minus
+        ``-last``, in its folder; its epoch and stage become :attr:`best_epoch` and :attr:`best_stage`."""
+        folder = os.path.dirname(last_file)
+        names = [os.path.join(folder, checkpoint.get("best_model_file") or ""), best_checkpoint_file(last_file)]
+        candidates = list(dict.fromkeys(name for name in names if name and name != last_file))
+        found = next((name for name in candidates if os.path.isfile(name)), None)
+        if found is None:
+            raise CheckpointError(
+                f"{last_file} is the last checkpoint of a run whose best model is not beside it (looked for "
+                f"{' and '.join(candidates) or 'its name minus -last'}): the test after training reads that best "
+                "model. Put it back in the same folder as the -last.pth file, or resume from the best model itself "
+                "(without the random states and counters)."
+            )
+        best = load_checkpoint(found, map_location="cpu")
+        if str(best["config"].get("model", "")).lower() != str(self.config["model"]).lower():
+            raise CheckpointError(f"{found}, the best model beside {last_file}, belongs to another model.")
+        self._set_best(best.get("epoch"), best.get("stage"))
+        return found
+
+    def _adopt_resumed_best(self, saved):
+        r"""When ``fit`` starts after :meth:`resume_checkpoint` (and ``saved``): the resumed run's best model becomes
+        this run's (copied, so the file resumed from is never written)."""
+        source, self._resumed_best = self._resumed_best, None
+        if not (source and saved) or not (self.config["single_spec"] or self.config["local_rank"] == 0):
+            return
+        copy_file(source, self.saved_model_file)
+        self.logger.info(
+            f"The resumed run's best model {source} is this run's best until an epoch beats it: copied to "
+            f"{self.saved_model_file} (the files resumed from are not modified)."
+        )
 
     def resume_checkpoint(self, resume_file):
         r"""Continue a run from its last checkpoint (``<best>-last.pth``): weights, optimizer, epoch, early-stopping
-        counter, best valid score and result, random states; the best model keeps the original run's file.
+        counter, best valid score and result, random states. This run writes its own files (``saved_model_file``, its
+        ``-last.pth``), starting from a copy of the resumed run's best model; the files resumed from are only read.
 
         A best-model checkpoint is accepted too (RecBole's behaviour: its weights, optimizer and epoch; the random
         states are not restored).
