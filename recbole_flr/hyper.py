@@ -182,8 +182,10 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
 
     Returns:
         dict: RecBole's keys (``model``, ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, the results as plain floats) plus ``seconds`` (the whole trial), ``epochs`` (validated),
-        ``best_epoch``, ``train_s_per_epoch`` and ``saved_model_file``.
+        ``test_result``, the results as plain floats) plus ``seconds`` (the whole trial), ``epochs`` (validated, every
+        stage: FLR's SFT then GRPO), ``best_epoch`` (which of them gave the tested weights, from 1; the run's own
+        result file numbers epochs as its log does, from 0), ``train_s_per_epoch``, and the run's
+        ``saved_model_file``, ``result_file`` and ``log_file``.
     """
     from recbole_flr.quick_start import run_recbole_flr
 
@@ -202,7 +204,6 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
         config_file_list=config_file_list, config_dict=config_dict, saved=saved, callbacks=[listen]
     )
     best_valid = plain_result(result["best_valid_result"])
-    best_epoch = next((i + 1 for i, valid in enumerate(seen["valid"]) if valid == best_valid), None)
     return {
         "model": seen["model"],
         "best_valid_score": float(result["best_valid_score"]),
@@ -211,9 +212,11 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
         "test_result": plain_result(result["test_result"]),
         "seconds": round(time.time() - start, 1),
         "epochs": len(seen["valid"]),
-        "best_epoch": best_epoch,
+        "best_epoch": next((i + 1 for i, valid in enumerate(seen["valid"]) if valid == best_valid), None),
         "train_s_per_epoch": round(sum(seen["train_s"]) / len(seen["train_s"]), 2) if seen["train_s"] else None,
         "saved_model_file": result["saved_model_file"],
+        "result_file": result.get("result_file"),
+        "log_file": result.get("log_file"),
     }
 
 

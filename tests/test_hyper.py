@@ -99,6 +99,9 @@ def test_the_objective_function_trains_validates_and_tests_one_setting(tmp_path,
     result = objective_function(settings, None)
     assert result["model"] == "SASRec" and result["valid_score_bigger"] is True
     assert result["epochs"] == 2 and result["best_epoch"] in (1, 2)
+    assert result["best_epoch"] == json.load(open(result["result_file"]))["best_epoch"] + 1  # the log counts from 0
+    assert json.load(open(result["result_file"]))["test_result"] == pytest.approx(result["test_result"])
+    assert os.path.isfile(result["log_file"])
     assert result["best_valid_score"] == pytest.approx(result["best_valid_result"]["ndcg@10"])
     assert all(math.isfinite(v) for v in result["test_result"].values()) and "mrr@10" in result["test_result"]
     assert result["seconds"] > 0 and result["train_s_per_epoch"] > 0
