@@ -1,0 +1,289 @@
+r"""
+recbole_flr.data_checks
+#######################
+Checks of a dataset's atomic files for what RecBole 1.2.1 reads without a word, or ends in a traceback.
+
+:func:`check_atomic_files` runs before RecBole reads the files (from :func:`recbole_flr.utils.ensure_dataset`): it
+reads every file RecBole will load once, line by line, and stops on what cannot be what the user meant (a header
+without types, a time field that is not a number, a record broken over two lines, a byte the encoding cannot read),
+naming the file, the line and the fix; it logs a warning for rows RecBole will drop (an item the ``.item`` file does
+not list) or ignore (a repeated ``.item`` id). :func:`check_loaded_dataset` runs on RecBole's dataset, before the
+split: it warns of exact duplicate interactions, refuses a sequential dataset where no user has two interactions, and
+orders the interactions by their exact time (RecBole sorts float32 copies of the times, which cannot tell unix
+seconds less than a minute or two apart).
+"""
+
+import math
+import os
+from logging import getLogger
+
+import numpy as np
+from recbole.utils import FeatureSource, ModelType
+
+#: the column types of RecBole's atomic files (``recbole.utils.FeatureType``)
+TYPES = ("token", "token_seq", "float", "float_seq")
+UTF8 = ("utf-8", "utf8")
+
+
+def loaded_sources(config):
+    r"""The atomic files RecBole will read: ``(suffix, path)`` for the ``.inter`` file and, when present and named by
+    ``load_col`` (or ``load_col`` is ~), the ``.item`` and ``.user`` files."""
+    load_col = config["load_col"]
+    sources = []
+    for suffix in ("inter", "item", "user"):
+        path = os.path.join(config["data_path"], f"{config['dataset']}.{suffix}")
+        if not os.path.isfile(path):
+            continue
+        if suffix != "inter" and isinstance(load_col, dict) and not load_col.get(suffix):
+            continue
+        sources.append((suffix, path))
+    return sources
+
+
+def check_encoding(config, paths):
+    r"""Read a UTF-8 byte-order mark as such: RecBole would take it as part of the first column's name (the user id
+    column then "does not exist"). ``encoding`` becomes ``utf-8-sig``, which reads files with or without one."""
+    if (config["encoding"] or "utf-8").lower() not in UTF8:
+        return
+    for path in paths:
+        with open(path, "rb") as f:
+            if f.read(3) == b"\xef\xbb\xbf":
+                config["encoding"] = "utf-8-sig"
+                getLogger().info(f"{path} starts with a UTF-8 byte-order mark: the dataset is read as utf-8-sig.")
+                return
+
+
+def check_header(path, header, config):
+    r"""Stop on a header RecBole cannot parse or would misread, naming the column and the fix.
+
+    Args:
+        path (str): the file.
+        header (str): its first line, without the line end.
+        config (Config): the run's config (``field_separator``, ``TIME_FIELD``).
+
+    Returns:
+        list: ``(name, type)`` of each column.
+    """
+    separator = config["field_separator"] or "\t"
+    columns = header.split(separator)
+    if len(columns) == 1 and header.count(":") > 1:
+        used = next((s for s in ("\t", ",", ";", "|", " ") if s != separator and s in header), None)
+        raise _error(
+            f"{path}: the header {header[:80]!r} is one column for the field_separator {separator!r}"
+            + (f"; the file looks {used!r}-separated: set field_separator: {used!r}" if used else "")
+            + " (RecBole's atomic files are tab-separated by default)."
+        )
+    names = []
+    for column in columns:
+        name, colon, kind = column.partition(":")
+        if kind not in TYPES:
+            problem = "has no type" if not colon else f"has the type {kind!r}, which RecBole does not know"
+            raise _error(
+                f"{path}: the header's column {column!r} {problem}; each column is name:type with the type one of "
+                f"{', '.join(TYPES)} (e.g. user_id:token, item_id:token, timestamp:float, title:token_seq)."
+            )
+        if name in names:
+            raise _error(f"{path}: the header names the column {name!r} twice; rename or remove one.")
+        names.append(name)
+    if path.endswith(".inter") and config["TIME_FIELD"] in names:
+        kind = columns[names.index(config["TIME_FIELD"])].partition(":")[2]
+        if kind != "float":
+            raise _error(
+                f"{path}: the time field {config['TIME_FIELD']} is declared :{kind}; RecBole orders each history by "
+                f"it, and a :{kind} column is ordered by the id of each value (its first appearance in the file), not "
+                f"by time. Write the times as numbers (e.g. unix seconds, or each interaction's position in its "
+                f"user's history) and declare the column {config['TIME_FIELD']}:float."
+            )
+    return list(zip(names, [column.partition(":")[2] for column in columns]))
+
+
+def check_atomic_files(config):
+    r"""Check every atomic file RecBole will load, before it loads them; see the module's docstring.
+
+    Args:
+        config (Config): the run's config.
+    """
+    if config["benchmark_filename"]:
+        return  # pre-split files <dataset>.<part>.inter: RecBole checks each
+    sources = dict(loaded_sources(config))
+    check_encoding(config, sources.values())
+    ids = {}
+    for suffix in ("item", "user"):  # first: the .inter scan counts the rows whose ids they lack
+        if suffix in sources:
+            field = config["ITEM_ID_FIELD"] if suffix == "item" else config["USER_ID_FIELD"]
+            ids[suffix] = _scan(sources[suffix], config, id_field=field)
+    if config["filter_inter_by_user_or_item"] is not True:
+        ids = {}
+    _scan(sources["inter"], config, known=ids)
+
+
+def _scan(path, config, id_field=None, known=None):
+    r"""Read one atomic file line by line: every record has the header's number of fields, every time is a finite
+    number. For an ``.item``/``.user`` file (``id_field``), returns its set of ids and warns of ids listed twice; for
+    the ``.inter`` file, warns of rows whose item (user) ``known`` lacks, which RecBole drops."""
+    separator = config["field_separator"] or "\t"
+    encoding = config["encoding"] or "utf-8"
+    logger = getLogger()
+    with open(path, encoding=encoding) as f:
+        try:
+            columns = check_header(path, f.readline().rstrip("\n"), config)
+            names = [name for name, _ in columns]
+            time = (
+                names.index(config["TIME_FIELD"]) if path.endswith(".inter") and config["TIME_FIELD"] in names else None
+            )
+            key = names.index(id_field) if id_field in names else None
+            lookups = [
+                (suffix, names.index(field), known[suffix])
+                for suffix, field in (("item", config["ITEM_ID_FIELD"]), ("user", config["USER_ID_FIELD"]))
+                if known and suffix in known and field in names
+            ]
+            seen, repeats, dropped, kept_users, dropped_users, total = {}, [], {}, set(), {}, 0
+            user = names.index(config["USER_ID_FIELD"]) if config["USER_ID_FIELD"] in names else None
+            for number, line in enumerate(f, start=2):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue  # pandas skips blank lines
+                total += 1
+                fields = line.split(separator)
+                if len(fields) != len(names):
+                    raise _error(_field_count_message(path, number, len(fields), len(names), separator))
+                if time is not None:
+                    _check_time(path, number, names[time], fields[time])
+                if key is not None:
+                    if fields[key] in seen:
+                        repeats.append((number, seen[fields[key]], fields[key]))
+                    else:
+                        seen[fields[key]] = number
+                missing = [(suffix, fields[index]) for suffix, index, ids in lookups if fields[index] not in ids]
+                for suffix, value in missing:
+                    dropped.setdefault(suffix, []).append((number, value))
+                if user is not None and lookups:
+                    if missing:
+                        dropped_users.setdefault(fields[user], number)
+                    else:
+                        kept_users.add(fields[user])
+        except UnicodeDecodeError as error:
+            raise _error(_decode_message(path, encoding, error)) from None
+    if repeats:
+        number, first, value = repeats[0]
+        logger.warning(
+            f"{path}: {len(repeats)} line(s) repeat an id listed before (e.g. line {number} repeats {id_field} "
+            f"{value!r} of line {first}); RecBole keeps the first line of each id and ignores the others."
+        )
+    for suffix, rows in dropped.items():
+        line, value = rows[0]
+        lost, article = sorted(set(dropped_users) - kept_users), "an" if suffix == "item" else "a"
+        distinct = len(set(v for _, v in rows))
+        logger.warning(
+            f"{path}: {len(rows)} of {total} rows ({100 * len(rows) / max(total, 1):.1f} %) name {article} {suffix} "
+            f"that {config['dataset']}.{suffix} does not list ({distinct} distinct, e.g. {value!r} at line {line}); "
+            "RecBole drops these rows (filter_inter_by_user_or_item: True)"
+            + (f", and {len(lost)} users lose every interaction (e.g. {lost[0]!r})" if lost else "")
+            + f". Add the {suffix}s to the .{suffix} file, or set filter_inter_by_user_or_item: False to keep the rows."
+        )
+    return set(seen)
+
+
+def _field_count_message(path, number, found, expected, separator):
+    if found < expected:
+        cause = (
+            "a line break inside a value of the line before (each record must be one line), or fields left out "
+            "(write a separator for each empty field)"
+        )
+    else:
+        cause = "a separator inside a value, or extra separators (remove them)"
+    return f"{path}, line {number}: {found} fields where the header has {expected} ({separator!r}-separated): {cause}."
+
+
+def _check_time(path, number, name, value):
+    try:
+        time = float(value)
+    except ValueError:
+        time = None
+    if time is None or not math.isfinite(time):
+        what = "empty" if not value.strip() else f"{value!r}, not a number" if time is None else f"{value!r}"
+        raise _error(
+            f"{path}, line {number}: the time field {name} is {what}; each interaction needs a finite time (a number "
+            "such as unix seconds): RecBole would fill an empty or NaN time with the column's mean and sort an "
+            "infinite one last, misplacing the interaction in its user's history."
+        )
+
+
+def _decode_message(path, encoding, error):
+    with open(path, "rb") as f:
+        data = f.read(error.start + 1)
+    number = data.count(b"\n") + 1
+    return (
+        f"{path}, line {number}: the bytes {error.object[error.start : error.end]!r} are not {encoding} text. "
+        f"Save the file as UTF-8, or set encoding: to the file's encoding (e.g. encoding: latin-1)."
+    )
+
+
+def _error(message):
+    from recbole_flr.errors import UserInputError
+
+    return UserInputError(message)
+
+
+def check_loaded_dataset(config, dataset):
+    r"""Checks of RecBole's dataset after its filtering, before the split; see the module's docstring.
+
+    Args:
+        config (Config): the run's config.
+        dataset (Dataset): RecBole's dataset (``inter_feat`` still a DataFrame).
+    """
+    if config["benchmark_filename"]:
+        return
+    inter, logger = dataset.inter_feat, getLogger()
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
+    duplicated = inter.duplicated(keep="first")
+    if duplicated.any():
+        first = inter[duplicated].iloc[0]
+        token = lambda field: str(dataset.id2token(field, int(first[field])))  # noqa: E731
+        logger.warning(
+            f"{path}: {int(duplicated.sum())} interactions repeat an earlier one exactly (every loaded column equal, "
+            f"e.g. user {token(uid)!r}, item {token(iid)!r}"
+            + (f", {time} {first[time]:g}" if time in inter else "")
+            + "). RecBole keeps them, so a user's test item can be the same interaction as its valid item, which "
+            "inflates the metrics. Remove them from the file, or set rm_dup_inter: first (which also keeps one "
+            "interaction per user and item: a repeat at another time goes too)."
+        )
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and uid in inter:
+        counts = inter[uid].value_counts()
+        if len(counts) == 0 or counts.max() < 2:
+            raise _error(
+                f"{path}: no user has two interactions (after RecBole's filtering: {len(inter)} interactions, "
+                f"{len(counts)} users); a sequential model learns each user's next item from the earlier ones, so "
+                "there is nothing to train on. With a leave-one-out split a user needs 2 interactions to be trained "
+                "on, 3 to be tested as well, 4 to be validated too."
+            )
+    if time in inter and dataset.field2source.get(time) == FeatureSource.INTERACTION:
+        order_by_exact_time(dataset, logger)
+
+
+def order_by_exact_time(dataset, logger):
+    r"""Sort the interactions by their exact (float64) time, stably, where RecBole's order would differ.
+
+    RecBole sorts the interactions by a float32 copy of the time (``Interaction.sort``, a stable sort): unix seconds
+    (~1.7e9) lose up to 128 s, so a user's interactions close in time tie and keep the file's order, which need not
+    be the time order. Sorted here first, those keep their exact order instead. Genuine ties (equal times) keep the
+    file's order, as in RecBole; both are counted in the log.
+    """
+    inter, uid, time = dataset.inter_feat, dataset.uid_field, dataset.time_field
+    order = np.argsort(inter[time].to_numpy(dtype=np.float64), kind="stable")
+    exact = inter.iloc[order][[uid, time]].reset_index(drop=True)
+    tied = exact.duplicated(keep=False).to_numpy()
+    rounded = exact.assign(**{time: exact[time].to_numpy().astype(np.float32)}).duplicated(keep=False).to_numpy()
+    merged = int((rounded & ~tied).sum())
+    if merged:
+        dataset.inter_feat = inter.iloc[order].reset_index(drop=True)
+        logger.info(
+            f"{merged} interactions have times that RecBole's float32 copy of {time} ties with another of the same "
+            "user's; they are ordered by their exact time, not by their line in the file."
+        )
+    if tied.any():
+        logger.info(
+            f"{int(tied.sum())} interactions share their exact {time} with another of the same user's; they keep "
+            "their order in the file."
+        )
