@@ -126,7 +126,10 @@ def _scan(path, config, id_field=None, known=None):
     logger = getLogger()
     with open(path, encoding=encoding) as f:
         try:
-            columns = check_header(path, f.readline().rstrip("\n"), config)
+            header = f.readline().rstrip("\n")
+            if not header.strip():
+                raise _error(f"{path} is empty: remove it, or write a header line and its rows.")
+            columns = check_header(path, header, config)
             names = [name for name, _ in columns]
             time = (
                 names.index(config["TIME_FIELD"]) if path.endswith(".inter") and config["TIME_FIELD"] in names else None
@@ -164,6 +167,8 @@ def _scan(path, config, id_field=None, known=None):
                         kept_users.add(fields[user])
         except UnicodeDecodeError as error:
             raise _error(_decode_message(path, encoding, error)) from None
+    if id_field is not None and not total:
+        raise _error(f"{path} has a header but no rows: remove it, or list the {id_field}s (one a line).")
     if repeats:
         number, first, value = repeats[0]
         logger.warning(
@@ -172,6 +177,13 @@ def _scan(path, config, id_field=None, known=None):
         )
     for suffix, rows in dropped.items():
         line, value = rows[0]
+        if len(rows) == total:
+            raise _error(
+                f"{path}: none of its rows names {'an item' if suffix == 'item' else 'a user'} that "
+                f"{config['dataset']}.{suffix} lists (e.g. {value!r} at line {line}), so RecBole would drop them all; "
+                f"the ids of the two files must be written alike (e.g. '1' and '1', not '1.0'). "
+                f"Or set filter_inter_by_user_or_item: False."
+            )
         lost, article = sorted(set(dropped_users) - kept_users), "an" if suffix == "item" else "a"
         distinct = len(set(v for _, v in rows))
         logger.warning(
@@ -250,16 +262,38 @@ def check_loaded_dataset(config, dataset):
             "interaction per user and item: a repeat at another time goes too)."
         )
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and uid in inter:
-        counts = inter[uid].value_counts()
-        if len(counts) == 0 or counts.max() < 2:
-            raise _error(
-                f"{path}: no user has two interactions (after RecBole's filtering: {len(inter)} interactions, "
-                f"{len(counts)} users); a sequential model learns each user's next item from the earlier ones, so "
-                "there is nothing to train on. With a leave-one-out split a user needs 2 interactions to be trained "
-                "on, 3 to be tested as well, 4 to be validated too."
-            )
+        check_history_lengths(config, inter[uid].value_counts(), len(inter), path)
     if time in inter and dataset.field2source.get(time) == FeatureSource.INTERACTION:
         order_by_exact_time(dataset, logger)
+
+
+def check_history_lengths(config, counts, n_inter, path):
+    r"""A sequential model needs a user with 2 interactions to train on; RecBole's leave-one-out split tests a user's
+    last one when it has 3 and validates the one before when it has 4. Without any such user, RecBole stops with a
+    sampler's traceback (nothing to train), or runs to ``test result: None`` (nothing to test), or selects no epoch
+    (nothing to validate)."""
+    most = int(counts.max()) if len(counts) else 0
+    where = f"{path}: no user has {{}} interactions (after RecBole's filtering: {n_inter} interactions, "
+    where += f"{len(counts)} users)"
+    if most < 2:
+        raise _error(
+            where.format("two") + "; a sequential model learns each user's next item from the earlier ones, so there "
+            "is nothing to train on. With a leave-one-out split a user needs 2 interactions to be trained on, 3 to be "
+            "tested as well, 4 to be validated too."
+        )
+    split = config["eval_args"]["split"] if isinstance(config["eval_args"], dict) else None
+    mode = split.get("LS") if isinstance(split, dict) else None
+    if mode in ("valid_and_test", "test_only") and most < 3:
+        raise _error(
+            where.format("three") + f"; the leave-one-out split (eval_args split LS: {mode}) tests a user's last "
+            "interaction after at least two earlier ones, so the test set would be empty."
+        )
+    if mode == "valid_and_test" and most < 4:
+        getLogger().warning(
+            where.format("four") + "; the leave-one-out split validates a user's second-to-last interaction after at "
+            "least two earlier ones, so the valid set is empty: no epoch is selected on valid and early stopping "
+            "never stops. Users with 4 or more interactions fix it; eval_args split LS: test_only says so."
+        )
 
 
 def order_by_exact_time(dataset, logger):

@@ -5,6 +5,7 @@ awkward but valid files load as their plain twins do."""
 import datetime
 import logging
 import os
+import sys
 
 import pytest
 import torch
@@ -35,6 +36,7 @@ def cli_error(monkeypatch, tmp_path, data_path, *extra):
     overridden = {arg.split("=", 1)[0] for arg in extra}
     base = [arg for arg in SASREC if arg.split("=", 1)[0] not in overridden]
     code, message = run_cli(monkeypatch, *base, f"--data_path={data_path}", *extra)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # RecBole's Config reads sys.argv: not these flags again
     assert code != 0, message
     first, *rest = message.splitlines()
     assert first.startswith("recbole_flr: error: ") and rest == ["(set RECBOLE_FLR_TRACEBACK=1 to see the traceback)"]
@@ -211,6 +213,41 @@ def test_no_user_with_two_interactions_is_an_error(monkeypatch, tmp_path):
 
     message = cli_error(monkeypatch, tmp_path, tiny(tmp_path, edit_inter=one_each))
     assert "tiny.inter: no user has two interactions" in message and "29 users" in message
+
+
+def test_no_user_with_three_interactions_is_an_error_and_four_a_warning(monkeypatch, tmp_path, caplog):
+    def two_each(lines):
+        lines[1:] = [f"{user}\t{user + k}\t{k}" for user in range(1, 30) for k in range(2)]
+
+    message = cli_error(monkeypatch, tmp_path, tiny(tmp_path / "two", edit_inter=two_each))
+    assert "tiny.inter: no user has three interactions" in message and "the test set would be empty" in message
+
+    def three_each(lines):
+        lines[1:] = [f"{user}\t{user + k}\t{k}" for user in range(1, 30) for k in range(3)]
+
+    with caplog.at_level(logging.WARNING):
+        load(tiny(tmp_path / "three", edit_inter=three_each))
+    warning = [r.getMessage() for r in caplog.records if "no user has four interactions" in r.getMessage()]
+    assert len(warning) == 1 and "the valid set is empty" in warning[0]
+
+
+@pytest.mark.parametrize(
+    "item_lines, expected",
+    [
+        ([], "tiny.item is empty"),
+        (["item_id:token\ttitle:token_seq"], "tiny.item has a header but no rows"),
+        (["item_id:token\ttitle:token_seq"] + [f"{i}.0\tred" for i in range(1, 61)], "none of its rows names an item"),
+    ],
+)
+def test_an_item_file_that_would_drop_every_interaction_is_an_error(monkeypatch, tmp_path, item_lines, expected):
+    def replace(lines):
+        lines[:] = item_lines
+
+    path = tiny(tmp_path, edit_item=replace)
+    if not item_lines:
+        open(os.path.join(path, "tiny", "tiny.item"), "w").close()
+    message = cli_error(monkeypatch, tmp_path, path, "--model=FLR")
+    assert expected in message
 
 
 def test_a_byte_the_encoding_cannot_read_is_named(monkeypatch, tmp_path):
