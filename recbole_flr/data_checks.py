@@ -18,7 +18,7 @@ import os
 from logging import getLogger
 
 import numpy as np
-from recbole.utils import FeatureSource, ModelType
+from recbole.utils import FeatureSource, FeatureType, ModelType
 
 #: the column types of RecBole's atomic files (``recbole.utils.FeatureType``)
 TYPES = ("token", "token_seq", "float", "float_seq")
@@ -261,10 +261,32 @@ def check_loaded_dataset(config, dataset):
             "inflates the metrics. Remove them from the file, or set rm_dup_inter: first (which also keeps one "
             "interaction per user and item: a repeat at another time goes too)."
         )
+    check_sequence_lengths(config, dataset)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and uid in inter:
         check_history_lengths(config, inter[uid].value_counts(), len(inter), path)
     if time in inter and dataset.field2source.get(time) == FeatureSource.INTERACTION:
         order_by_exact_time(dataset, logger)
+
+
+def check_sequence_lengths(config, dataset, longest=100, ratio=10):
+    r"""Warn of an item token_seq field (a title) whose longest value is far longer than the others: RecBole pads
+    every item's value to the longest, in memory and in every batch (a description pasted as one title, ...)."""
+    item = dataset.item_feat
+    if item is None:
+        return
+    for field in item.columns:
+        if dataset.field2type.get(field) is not FeatureType.TOKEN_SEQ:
+            continue
+        lengths = item[field].map(len).to_numpy()
+        most, typical = int(lengths.max(initial=0)), float(np.median(lengths)) if len(lengths) else 0.0
+        if most > longest and most > ratio * max(typical, 1.0):
+            at = str(dataset.id2token(dataset.iid_field, int(item[dataset.iid_field].iloc[int(lengths.argmax())])))
+            cut = max(int(4 * typical), 16)
+            getLogger().warning(
+                f"{config['dataset']}.item: the longest {field} has {most} tokens ({dataset.iid_field} {at!r}), the "
+                f"median {typical:g}; every item's {field} is padded to {most} in memory and in each batch. Set "
+                f"seq_len: {{{field}: {cut}}} to cut them."
+            )
 
 
 def check_history_lengths(config, counts, n_inter, path):

@@ -294,3 +294,13 @@ def test_unix_seconds_order_histories_by_exact_time(tmp_path):
     for user, item in zip(users, targets):
         seen.setdefault(str(user), []).append(str(item))
     assert all(seen[user] == items[1 : len(seen[user]) + 1] for user, items in in_order.items())
+
+
+def test_a_title_far_longer_than_the_others_is_logged(tmp_path, caplog):
+    def long_title(lines):
+        lines[3] = "3\t" + " ".join(f"w{k}" for k in range(3000))  # a description pasted as a title
+
+    with caplog.at_level(logging.WARNING):
+        load(tiny(tmp_path, edit_item=long_title), model="FLR")
+    warning = [r.getMessage() for r in caplog.records if "the longest title" in r.getMessage()]
+    assert len(warning) == 1 and "3000 tokens (item_id '3')" in warning[0] and "seq_len: {title: 16}" in warning[0]
