@@ -268,7 +268,7 @@ def check_loaded_dataset(config, dataset):
         order_by_exact_time(dataset, logger)
 
 
-def check_sequence_lengths(config, dataset, longest=100, ratio=10):
+def check_sequence_lengths(config, dataset, longest=256, ratio=10):
     r"""Warn of an item token_seq field (a title) whose longest value is far longer than the others: RecBole pads
     every item's value to the longest, in memory and in every batch (a description pasted as one title, ...)."""
     item = dataset.item_feat
