@@ -107,74 +107,97 @@ def check_atomic_files(config):
         return  # pre-split files <dataset>.<part>.inter: RecBole checks each
     sources = dict(loaded_sources(config))
     check_encoding(config, sources.values())
-    ids = {}
-    for suffix in ("item", "user"):  # first: the .inter scan counts the rows whose ids they lack
-        if suffix in sources:
-            field = config["ITEM_ID_FIELD"] if suffix == "item" else config["USER_ID_FIELD"]
-            ids[suffix] = _scan(sources[suffix], config, id_field=field)
-    if config["filter_inter_by_user_or_item"] is not True:
-        ids = {}
-    _scan(sources["inter"], config, known=ids)
+    known = {}
+    for suffix, field in (("item", config["ITEM_ID_FIELD"]), ("user", config["USER_ID_FIELD"])):
+        if suffix in sources:  # first: the .inter scan counts the rows whose ids they lack
+            known[suffix] = (field, check_id_file(sources[suffix], config, field))
+    check_inter_file(sources["inter"], config, known if config["filter_inter_by_user_or_item"] is True else {})
 
 
-def _scan(path, config, id_field=None, known=None):
-    r"""Read one atomic file line by line: every record has the header's number of fields, every time is a finite
-    number. For an ``.item``/``.user`` file (``id_field``), returns its set of ids and warns of ids listed twice; for
-    the ``.inter`` file, warns of rows whose item (user) ``known`` lacks, which RecBole drops."""
-    separator = config["field_separator"] or "\t"
-    encoding = config["encoding"] or "utf-8"
-    logger = getLogger()
-    with open(path, encoding=encoding) as f:
-        try:
-            header = f.readline().rstrip("\n")
-            if not header.strip():
-                raise _error(f"{path} is empty: remove it, or write a header line and its rows.")
-            columns = check_header(path, header, config)
-            names = [name for name, _ in columns]
-            time = (
-                names.index(config["TIME_FIELD"]) if path.endswith(".inter") and config["TIME_FIELD"] in names else None
-            )
-            key = names.index(id_field) if id_field in names else None
-            lookups = [
-                (suffix, names.index(field), known[suffix])
-                for suffix, field in (("item", config["ITEM_ID_FIELD"]), ("user", config["USER_ID_FIELD"]))
-                if known and suffix in known and field in names
-            ]
-            seen, repeats, dropped, kept_users, dropped_users, total = {}, [], {}, set(), {}, 0
-            user = names.index(config["USER_ID_FIELD"]) if config["USER_ID_FIELD"] in names else None
-            for number, line in enumerate(f, start=2):
-                line = line.rstrip("\n")
-                if not line.strip():
-                    continue  # pandas skips blank lines
-                total += 1
-                fields = line.split(separator)
-                if len(fields) != len(names):
-                    raise _error(_field_count_message(path, number, len(fields), len(names), separator))
-                if time is not None:
-                    _check_time(path, number, names[time], fields[time])
-                if key is not None:
-                    if fields[key] in seen:
-                        repeats.append((number, seen[fields[key]], fields[key]))
-                    else:
-                        seen[fields[key]] = number
-                missing = [(suffix, fields[index]) for suffix, index, ids in lookups if fields[index] not in ids]
-                for suffix, value in missing:
-                    dropped.setdefault(suffix, []).append((number, value))
-                if user is not None and lookups:
-                    if missing:
-                        dropped_users.setdefault(fields[user], number)
-                    else:
-                        kept_users.add(fields[user])
-        except UnicodeDecodeError as error:
-            raise _error(_decode_message(path, encoding, error)) from None
-    if id_field is not None and not total:
+def _rows(path, config):
+    r"""The column names of an atomic file (its header checked) and an iterator over its records, ``(line number,
+    fields)``, that stops on a record whose number of fields is not the header's or on bytes the encoding cannot
+    read. Blank lines are skipped, as pandas skips them."""
+    separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    f = open(path, encoding=encoding)
+    try:
+        header = f.readline().rstrip("\n")
+    except UnicodeDecodeError as error:
+        f.close()
+        raise _error(_decode_message(path, encoding, error)) from None
+    if not header.strip():
+        f.close()
+        raise _error(f"{path} is empty: remove it, or write a header line and its rows.")
+    names = [name for name, _ in check_header(path, header, config)]
+
+    def records():
+        with f:
+            try:
+                for number, line in enumerate(f, start=2):
+                    line = line.rstrip("\n")
+                    if not line.strip():
+                        continue
+                    fields = line.split(separator)
+                    if len(fields) != len(names):
+                        raise _error(_field_count_message(path, number, len(fields), len(names), separator))
+                    yield number, fields
+            except UnicodeDecodeError as error:
+                raise _error(_decode_message(path, encoding, error)) from None
+
+    return names, records()
+
+
+def check_id_file(path, config, id_field):
+    r"""Read an ``.item``/``.user`` file: stop on an empty one, warn of ids listed twice (RecBole keeps the first).
+
+    Returns:
+        set: its ids, as RecBole reads them (strings).
+    """
+    names, records = _rows(path, config)
+    key = names.index(id_field) if id_field in names else None
+    seen, repeats = {}, []
+    for number, fields in records:
+        if key is None:
+            continue
+        if fields[key] in seen:
+            repeats.append((number, seen[fields[key]], fields[key]))
+        else:
+            seen.setdefault(fields[key], number)
+    if key is not None and not seen:
         raise _error(f"{path} has a header but no rows: remove it, or list the {id_field}s (one a line).")
     if repeats:
         number, first, value = repeats[0]
-        logger.warning(
+        getLogger().warning(
             f"{path}: {len(repeats)} line(s) repeat an id listed before (e.g. line {number} repeats {id_field} "
             f"{value!r} of line {first}); RecBole keeps the first line of each id and ignores the others."
         )
+    return set(seen)
+
+
+def check_inter_file(path, config, known):
+    r"""Read the ``.inter`` file: stop on a time that is not a finite number; warn of rows whose item (user) the
+    ``.item`` (``.user``) file lacks, which RecBole drops, and stop if that is every row.
+
+    Args:
+        known (dict): ``{"item": (ITEM_ID_FIELD, ids of the .item file)}``, likewise ``"user"``; empty when RecBole
+            drops nothing (``filter_inter_by_user_or_item`` off).
+    """
+    names, records = _rows(path, config)
+    time = names.index(config["TIME_FIELD"]) if config["TIME_FIELD"] in names else None
+    user = names.index(config["USER_ID_FIELD"]) if config["USER_ID_FIELD"] in names else None
+    lookups = [(suffix, names.index(field), ids) for suffix, (field, ids) in known.items() if field in names]
+    total, dropped, kept_users, dropped_users = 0, {}, set(), set()
+    for number, fields in records:
+        total += 1
+        if time is not None:
+            _check_time(path, number, names[time], fields[time])
+        missing = False
+        for suffix, index, ids in lookups:
+            if fields[index] not in ids:
+                dropped.setdefault(suffix, []).append((number, fields[index]))
+                missing = True
+        if user is not None and lookups:
+            (dropped_users if missing else kept_users).add(fields[user])
     for suffix, rows in dropped.items():
         line, value = rows[0]
         if len(rows) == total:
@@ -184,16 +207,15 @@ def _scan(path, config, id_field=None, known=None):
                 f"the ids of the two files must be written alike (e.g. '1' and '1', not '1.0'). "
                 f"Or set filter_inter_by_user_or_item: False."
             )
-        lost, article = sorted(set(dropped_users) - kept_users), "an" if suffix == "item" else "a"
+        lost, article = sorted(dropped_users - kept_users), "an" if suffix == "item" else "a"
         distinct = len(set(v for _, v in rows))
-        logger.warning(
+        getLogger().warning(
             f"{path}: {len(rows)} of {total} rows ({100 * len(rows) / max(total, 1):.1f} %) name {article} {suffix} "
             f"that {config['dataset']}.{suffix} does not list ({distinct} distinct, e.g. {value!r} at line {line}); "
             "RecBole drops these rows (filter_inter_by_user_or_item: True)"
             + (f", and {len(lost)} users lose every interaction (e.g. {lost[0]!r})" if lost else "")
             + f". Add the {suffix}s to the .{suffix} file, or set filter_inter_by_user_or_item: False to keep the rows."
         )
-    return set(seen)
 
 
 def _field_count_message(path, number, found, expected, separator):
