@@ -193,7 +193,7 @@ def check_inter_file(path, config, known):
             _check_time(path, number, names[time], fields[time])
         missing = False
         for suffix, index, ids in lookups:
-            if fields[index] not in ids:
+            if fields[index] and fields[index] not in ids:  # an empty id: RecBole drops the row and says so
                 dropped.setdefault(suffix, []).append((number, fields[index]))
                 missing = True
         if user is not None and lookups:

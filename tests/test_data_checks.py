@@ -120,6 +120,18 @@ def test_rows_whose_item_the_item_file_lacks_are_counted_in_the_log(tmp_path, ca
     assert "filter_inter_by_user_or_item: False" in warning[0]
 
 
+def test_an_empty_item_id_is_left_to_recboles_own_warning(tmp_path, caplog):
+    def empty_item_on_line_5(lines):
+        lines[4] = "\t".join([lines[4].split("\t")[0], "", "3"])
+
+    with caplog.at_level(logging.WARNING):
+        dataset = load(tiny(tmp_path, edit_inter=empty_item_on_line_5), model="FLR")
+    assert dataset.inter_num == 479
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("line [5], item_id do not exist" in m for m in messages)  # RecBole's
+    assert not any("does not list" in m for m in messages)
+
+
 def test_users_that_lose_every_interaction_are_named(tmp_path, caplog):
     def drop_last_10_items(lines):
         del lines[-10:]
