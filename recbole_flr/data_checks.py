@@ -20,6 +20,8 @@ from logging import getLogger
 import numpy as np
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
+from recbole_flr.errors import UserInputError
+
 #: the column types of RecBole's atomic files (``recbole.utils.FeatureType``)
 TYPES = ("token", "token_seq", "float", "float_seq")
 UTF8 = ("utf-8", "utf8")
@@ -68,7 +70,7 @@ def check_header(path, header, config):
     columns = header.split(separator)
     if len(columns) == 1 and header.count(":") > 1:
         used = next((s for s in ("\t", ",", ";", "|", " ") if s != separator and s in header), None)
-        raise _error(
+        raise UserInputError(
             f"{path}: the header {header[:80]!r} is one column for the field_separator {separator!r}"
             + (f"; the file looks {used!r}-separated: set field_separator: {used!r}" if used else "")
             + " (RecBole's atomic files are tab-separated by default)."
@@ -78,17 +80,17 @@ def check_header(path, header, config):
         name, colon, kind = column.partition(":")
         if kind not in TYPES:
             problem = "has no type" if not colon else f"has the type {kind!r}, which RecBole does not know"
-            raise _error(
+            raise UserInputError(
                 f"{path}: the header's column {column!r} {problem}; each column is name:type with the type one of "
                 f"{', '.join(TYPES)} (e.g. user_id:token, item_id:token, timestamp:float, title:token_seq)."
             )
         if name in names:
-            raise _error(f"{path}: the header names the column {name!r} twice; rename or remove one.")
+            raise UserInputError(f"{path}: the header names the column {name!r} twice; rename or remove one.")
         names.append(name)
     if path.endswith(".inter") and config["TIME_FIELD"] in names:
         kind = columns[names.index(config["TIME_FIELD"])].partition(":")[2]
         if kind != "float":
-            raise _error(
+            raise UserInputError(
                 f"{path}: the time field {config['TIME_FIELD']} is declared :{kind}; RecBole orders each history by "
                 f"it, and a :{kind} column is ordered by the id of each value (its first appearance in the file), not "
                 f"by time. Write the times as numbers (e.g. unix seconds, or each interaction's position in its "
@@ -124,10 +126,10 @@ def _rows(path, config):
         header = f.readline().rstrip("\n")
     except UnicodeDecodeError as error:
         f.close()
-        raise _error(_decode_message(path, encoding, error)) from None
+        raise UserInputError(_decode_message(path, encoding, error)) from None
     if not header.strip():
         f.close()
-        raise _error(f"{path} is empty: remove it, or write a header line and its rows.")
+        raise UserInputError(f"{path} is empty: remove it, or write a header line and its rows.")
     names = [name for name, _ in check_header(path, header, config)]
 
     def records():
@@ -139,10 +141,10 @@ def _rows(path, config):
                         continue
                     fields = line.split(separator)
                     if len(fields) != len(names):
-                        raise _error(_field_count_message(path, number, len(fields), len(names), separator))
+                        raise UserInputError(_field_count_message(path, number, len(fields), len(names), separator))
                     yield number, fields
             except UnicodeDecodeError as error:
-                raise _error(_decode_message(path, encoding, error)) from None
+                raise UserInputError(_decode_message(path, encoding, error)) from None
 
     return names, records()
 
@@ -164,7 +166,7 @@ def check_id_file(path, config, id_field):
         else:
             seen.setdefault(fields[key], number)
     if key is not None and not seen:
-        raise _error(f"{path} has a header but no rows: remove it, or list the {id_field}s (one a line).")
+        raise UserInputError(f"{path} has a header but no rows: remove it, or list the {id_field}s (one a line).")
     if repeats:
         number, first, value = repeats[0]
         getLogger().warning(
@@ -201,7 +203,7 @@ def check_inter_file(path, config, known):
     for suffix, rows in dropped.items():
         line, value = rows[0]
         if len(rows) == total:
-            raise _error(
+            raise UserInputError(
                 f"{path}: none of its rows names {'an item' if suffix == 'item' else 'a user'} that "
                 f"{config['dataset']}.{suffix} lists (e.g. {value!r} at line {line}), so RecBole would drop them all; "
                 f"the ids of the two files must be written alike (e.g. '1' and '1', not '1.0'). "
@@ -236,7 +238,7 @@ def _check_time(path, number, name, value):
         time = None
     if time is None or not math.isfinite(time):
         what = "empty" if not value.strip() else f"{value!r}, not a number" if time is None else f"{value!r}"
-        raise _error(
+        raise UserInputError(
             f"{path}, line {number}: the time field {name} is {what}; each interaction needs a finite time (a number "
             "such as unix seconds): RecBole would fill an empty or NaN time with the column's mean and sort an "
             "infinite one last, misplacing the interaction in its user's history."
@@ -251,12 +253,6 @@ def _decode_message(path, encoding, error):
         f"{path}, line {number}: the bytes {error.object[error.start : error.end]!r} are not {encoding} text. "
         f"Save the file as UTF-8, or set encoding: to the file's encoding (e.g. encoding: latin-1)."
     )
-
-
-def _error(message):
-    from recbole_flr.errors import UserInputError
-
-    return UserInputError(message)
 
 
 def check_loaded_dataset(config, dataset):
@@ -320,7 +316,7 @@ def check_history_lengths(config, counts, n_inter, path):
     where = f"{path}: no user has {{}} interactions (after RecBole's filtering: {n_inter} interactions, "
     where += f"{len(counts)} users)"
     if most < 2:
-        raise _error(
+        raise UserInputError(
             where.format("two") + "; a sequential model learns each user's next item from the earlier ones, so there "
             "is nothing to train on. With a leave-one-out split a user needs 2 interactions to be trained on, 3 to be "
             "tested as well, 4 to be validated too."
@@ -328,7 +324,7 @@ def check_history_lengths(config, counts, n_inter, path):
     split = config["eval_args"]["split"] if isinstance(config["eval_args"], dict) else None
     mode = split.get("LS") if isinstance(split, dict) else None
     if mode in ("valid_and_test", "test_only") and most < 3:
-        raise _error(
+        raise UserInputError(
             where.format("three") + f"; the leave-one-out split (eval_args split LS: {mode}) tests a user's last "
             "interaction after at least two earlier ones, so the test set would be empty."
         )

@@ -17,7 +17,7 @@ import recbole
 import yaml
 from recbole.utils import get_model as recbole_get_model
 
-from recbole_flr import data_checks
+import recbole_flr.data_checks as data_checks
 from recbole_flr.errors import DatasetNotFoundError, UserInputError  # noqa: F401  (DatasetNotFoundError: re-exported)
 
 
