@@ -266,24 +266,35 @@ def check_loaded_dataset(config, dataset):
         return
     inter, logger = dataset.inter_feat, getLogger()
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-    uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
-    duplicated = inter.duplicated(keep="first")
-    if duplicated.any():
-        first = inter[duplicated].iloc[0]
-        token = lambda field: str(dataset.id2token(field, int(first[field])))  # noqa: E731
-        logger.warning(
-            f"{path}: {int(duplicated.sum())} interactions repeat an earlier one exactly (every loaded column equal, "
-            f"e.g. user {token(uid)!r}, item {token(iid)!r}"
-            + (f", {time} {first[time]:g}" if time in inter else "")
-            + "). RecBole keeps them, so a user's test item can be the same interaction as its valid item, which "
-            "inflates the metrics. Remove them from the file, or set rm_dup_inter: first (which also keeps one "
-            "interaction per user and item: a repeat at another time goes too)."
-        )
+    uid, time = dataset.uid_field, dataset.time_field
+    warn_duplicates(dataset, path)
     check_sequence_lengths(config, dataset)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and uid in inter:
         check_history_lengths(config, inter[uid].value_counts(), len(inter), path)
     if time in inter and dataset.field2source.get(time) == FeatureSource.INTERACTION:
         order_by_exact_time(dataset, logger)
+
+
+def warn_duplicates(dataset, path):
+    r"""Warn of interactions that repeat an earlier one exactly (every loaded column equal; token_seq and float_seq
+    columns aside), with the count, an example and the key that removes them. RecBole keeps them
+    (``rm_dup_inter: ~``), and so does the plugin: a repeat can be real (two purchases at a coarse timestamp), and
+    every model reads the data as RecBole does."""
+    inter, uid, iid, time = dataset.inter_feat, dataset.uid_field, dataset.iid_field, dataset.time_field
+    plain = [field for field in inter.columns if not dataset.field2type[field].value.endswith("seq")]  # hashable
+    duplicated = inter.duplicated(subset=plain, keep="first")
+    if not duplicated.any():
+        return
+    first = inter[duplicated].iloc[0]
+    user, item = (str(dataset.id2token(field, int(first[field]))) for field in (uid, iid))
+    getLogger().warning(
+        f"{path}: {int(duplicated.sum())} interactions repeat an earlier one exactly (every loaded column but "
+        f"sequences equal, e.g. user {user!r}, item {item!r}"
+        + (f", {time} {first[time]:g}" if time in inter else "")
+        + "). RecBole keeps them, so a user's test item can be the same interaction as its valid item, which "
+        "inflates the metrics. Remove them from the file, or set rm_dup_inter: first (which also keeps one "
+        "interaction per user and item: a repeat at another time goes too)."
+    )
 
 
 def check_sequence_lengths(config, dataset, longest=256, ratio=10):

@@ -107,6 +107,17 @@ def test_exact_duplicate_interactions_are_counted_in_the_log(tmp_path, caplog):
     assert "user '1', item '2', timestamp 0" in warning[0]
 
 
+def test_duplicates_are_counted_beside_a_token_seq_column(tmp_path, caplog):
+    def with_tags(lines):
+        lines[:] = [lines[0] + "\ttags:token_seq"] + [line + "\tx y" for line in lines[1:]] + lines[1:3]
+        lines[-2:] = [line + "\tx y" for line in lines[-2:]]
+
+    load_col = {"inter": ["user_id", "item_id", "timestamp", "tags"]}
+    with caplog.at_level(logging.WARNING):
+        load(tiny(tmp_path, edit_inter=with_tags), load_col=load_col)
+    assert any("tiny.inter: 2 interactions repeat an earlier one" in r.getMessage() for r in caplog.records)
+
+
 def test_rows_whose_item_the_item_file_lacks_are_counted_in_the_log(tmp_path, caplog):
     def drop_last_10_items(lines):
         del lines[-10:]
