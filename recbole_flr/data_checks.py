@@ -3,14 +3,15 @@ recbole_flr.data_checks
 #######################
 Checks of a dataset's atomic files for what RecBole 1.2.1 reads without a word, or ends in a traceback.
 
-:func:`check_atomic_files` runs before RecBole reads the files (from :func:`recbole_flr.utils.ensure_dataset`): it
-reads every file RecBole will load once, line by line, and stops on what cannot be what the user meant (a header
-without types, a time field that is not a number, a record broken over two lines, a byte the encoding cannot read),
-naming the file, the line and the fix; it logs a warning for rows RecBole will drop (an item the ``.item`` file does
-not list) or ignore (a repeated ``.item`` id). :func:`check_loaded_dataset` runs on RecBole's dataset, before the
-split: it warns of exact duplicate interactions, refuses a sequential dataset where no user has two interactions, and
-orders the interactions by their exact time (RecBole sorts float32 copies of the times, which cannot tell unix
-seconds less than a minute or two apart).
+:func:`check_atomic_files` runs before RecBole reads the files (from :func:`recbole_flr.utils.check_interaction_file`):
+it reads every file RecBole will load once, line by line, and stops on what cannot be what the user meant (a header
+without types, a time field that is not a finite number or not ``:float``, a record broken over two lines, a byte the
+encoding cannot read, an ``.item`` file that lists none of the items), naming the file, the line and the fix; it logs a
+warning for rows RecBole will drop (an item the ``.item`` file does not list) or ignore (a repeated ``.item`` id).
+:func:`check_loaded_dataset` runs on RecBole's dataset (:func:`recbole_flr.utils.load_dataset`), before the split: it
+warns of exact duplicate interactions and of titles far longer than the others, refuses a sequential dataset where no
+user has the interactions a leave-one-out split needs, and orders the interactions by their exact time (RecBole sorts
+float32 copies of the times, which cannot tell unix seconds a minute or two apart).
 """
 
 import math
