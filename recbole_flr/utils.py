@@ -17,6 +17,7 @@ import recbole
 import yaml
 from recbole.utils import get_model as recbole_get_model
 
+import recbole_flr.data_checks as data_checks
 from recbole_flr.errors import DatasetNotFoundError, UserInputError  # noqa: F401  (DatasetNotFoundError: re-exported)
 
 
@@ -162,13 +163,14 @@ def check_interaction_file(config):
             f"Dataset [{config['dataset']}]: {path} does not exist. "
             + _atomic_files_hint(config["dataset"], config["data_path"])
         )
-    with open(path, encoding=config["encoding"] or "utf-8") as f:
+    data_checks.check_encoding(config, [path])
+    with open(path, encoding=config["encoding"] or "utf-8", errors="replace") as f:
         header, first_row = f.readline().rstrip("\n"), f.readline().strip()
     if not header:
         raise UserInputError(
             f"{path} is empty: it needs a header line such as 'user_id:token<TAB>item_id:token' and rows."
         )
-    columns = [field.split(":")[0] for field in header.split(config["field_separator"])]
+    columns = [name for name, _ in data_checks.check_header(path, header, config)]
     required = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
     if config["eval_args"]["order"] == "TO":
         required.append(config["TIME_FIELD"])
@@ -184,10 +186,12 @@ def check_interaction_file(config):
             raise UserInputError(f"load_col['inter'] = {load_col} leaves out the required column '{column}' of {path}.")
     if not first_row:
         raise UserInputError(f"{path} has a header but no interactions.")
+    data_checks.check_atomic_files(config)
 
 
 def load_dataset(config):
-    r"""RecBole's ``create_dataset``; when pandas cannot parse an atomic file, one error naming the file and line.
+    r"""RecBole's ``create_dataset``; when pandas cannot parse an atomic file, one error naming the file and line;
+    then the checks of :func:`recbole_flr.data_checks.check_loaded_dataset`.
 
     Args:
         config (Config): the run's config.
@@ -198,12 +202,14 @@ def load_dataset(config):
     from recbole.data import create_dataset
 
     try:
-        return create_dataset(config)
+        dataset = create_dataset(config)
     except (ValueError, TypeError, pd_errors().ParserError) as error:
         problem = find_bad_atomic_line(config)
         if problem is None:
             raise  # not a parse error of the user's file: keep the traceback
         raise UserInputError(f"{problem} (pandas said: {str(error).splitlines()[0][:200]})") from error
+    data_checks.check_loaded_dataset(config, dataset)
+    return dataset
 
 
 def pd_errors():
@@ -248,8 +254,13 @@ def find_bad_atomic_line(config):
                         try:
                             float(value)
                         except ValueError:
+                            fix = (
+                                "write the times as numbers, e.g. unix seconds"
+                                if column.split(":")[0] == config["TIME_FIELD"]
+                                else "change the value, or declare the column :token"
+                            )
                             return (
                                 f"{path}, line {number}: {column} is {value!r}, not a number; a :float column "
-                                "holds numbers only (change the value, or declare the column :token)."
+                                f"holds numbers only ({fix})."
                             )
     return None

@@ -102,7 +102,7 @@ def test_trainer_lookup_prefers_plugin_then_wraps_recbole():
 # arrow). recbole_flr.utils finds models by name with importlib, as RecBole's own lookup does; recbole_flr.trainer
 # finds trainers.
 FLOORS = [
-    ("errors", "checkpoint"),
+    ("errors", "checkpoint", "data_checks"),
     ("utils",),
     ("config",),
     ("model",),

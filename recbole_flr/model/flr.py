@@ -24,6 +24,7 @@ from recbole_flr.model.item_text import (
     item_texts,
     load_item_text_features,
     resolve_text_field,
+    title_word_ids,
 )
 from recbole_flr.model.latent_reasoning import (
     FactorizedLatentReasoning,
@@ -268,9 +269,8 @@ class FLR(SequentialRecommender):
         if self.item_text_field is None:
             return
         if not self.llm_path:
-            title_ids = dataset.item_feat[self.item_text_field].long()  # [n_items W], 0 = padding
+            title_ids, n_words = title_word_ids(dataset, self.item_text_field)  # [n_items W], 0 = padding
             self.register_buffer("item_title_ids", title_ids, persistent=False)
-            n_words = dataset.num(self.item_text_field)
             self.word_embedding = nn.EmbeddingBag(n_words, self.hidden_size, mode="mean", padding_idx=0)
             return
         titles = item_texts(dataset, [self.item_text_field])

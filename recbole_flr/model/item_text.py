@@ -36,18 +36,53 @@ TEXT_FIELDS = ("movie_title", "title")  # what ``item_text_field: auto`` looks f
 
 def resolve_text_field(field, dataset):
     r"""The item title field that ``item_text_field`` names: ``auto`` (movie_title or title, if loaded), a
-    token_seq item field, or None for ~ (ids only)."""
+    token_seq or token item field, or None for ~ (ids only). ``auto`` that finds no title says so in the log: a
+    warning when an ``.item`` file was loaded without one."""
     present = list(dataset.item_feat.columns) if dataset.item_feat is not None else []
     if not field:
         return None
     if field == "auto":
-        return next((name for name in TEXT_FIELDS if name in present), None)
-    if field not in present or dataset.field2type[field] != FeatureType.TOKEN_SEQ:
+        found = next((name for name in TEXT_FIELDS if name in present), None)
+        if found is None:
+            item_file = os.path.join(dataset.dataset_path, f"{dataset.dataset_name}.item")
+            if present:
+                getLogger().warning(
+                    f"item_text_field: auto found no title column ({' or '.join(TEXT_FIELDS)}) among the item fields "
+                    f"loaded from {item_file} ({present}): items are read by their ids only. Add a title:token_seq "
+                    "column (and load it through load_col) or name the field with item_text_field."
+                )
+            else:
+                getLogger().info(f"item_text_field: auto found no item titles ({item_file}): items are ids only.")
+        return found
+    if field not in present or dataset.field2type[field] not in (FeatureType.TOKEN_SEQ, FeatureType.TOKEN):
         raise UserInputError(
-            f"item_text_field='{field}' is not a token_seq field of the dataset's item features; fields "
+            f"item_text_field='{field}' is not a token_seq (or token) field of the dataset's item features; fields "
             f"present: {present}. Use 'auto', ~ (no text) or a token_seq field loaded through load_col."
         )
     return field
+
+
+def title_word_ids(dataset, field):
+    r"""Each item's title as word ids, for a bag of title words.
+
+    A ``token_seq`` field is RecBole's own word ids. A ``token`` field holds each title as one token (RecBole
+    splits nothing): it is split at white space here, so a title declared ``title:token`` reads as the same words.
+
+    Returns:
+        tuple: (torch.Tensor: word ids, shape [n_items, W], 0 = padding; int: the number of word ids, padding
+        included).
+    """
+    if dataset.field2type[field] == FeatureType.TOKEN_SEQ:
+        return dataset.item_feat[field].long(), dataset.num(field)
+    titles = dataset.field2id_token[field][dataset.item_feat[field].numpy()]  # id 0 is RecBole's [PAD]
+    vocabulary, rows = {}, []
+    for item, title in enumerate(titles):
+        words = str(title).split() if item > 0 and dataset.item_feat[field][item] > 0 else []
+        rows.append([vocabulary.setdefault(word, len(vocabulary) + 1) for word in words])
+    ids = torch.zeros(len(rows), max(1, max(map(len, rows))), dtype=torch.long)
+    for item, row in enumerate(rows):
+        ids[item, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids, len(vocabulary) + 1
 
 
 def resolve_encoder(value):
