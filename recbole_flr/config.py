@@ -60,7 +60,10 @@ class Config(RecBoleConfig):
         return super()._load_variable_config_dict(config_dict)
 
     def _load_config_files(self, file_list):
+        settings = []
         for file in file_list or []:
+            if os.path.isdir(file):
+                raise UserInputError(f"Config file {file} (from --config_files/config_file_list) is a folder.")
             if not os.path.isfile(file):
                 raise UserFileNotFoundError(
                     f"Config file {file} (from --config_files/config_file_list) does not exist."
@@ -70,11 +73,14 @@ class Config(RecBoleConfig):
                     content = yaml.load(f.read(), Loader=self.yaml_loader)
                 except yaml.YAMLError as error:
                     raise UserInputError(f"Config file {file} is not valid YAML: {error}") from None
+            if content is None:
+                continue  # empty, or comments only: no settings (RecBole's reader stopped on it with a TypeError)
             if not isinstance(content, dict):
                 raise UserInputError(f"Config file {file} must hold 'key: value' lines, but it holds {content!r}.")
             for key in content:
                 self.key_sources[key] = f"the config file {file}"
-        return super()._load_config_files(file_list)
+            settings.append(file)
+        return super()._load_config_files(settings)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -398,6 +404,12 @@ def check_valid_metric(config):
         )
     topk = config["topk"]
     topk = [topk] if isinstance(topk, int) else list(topk or [])
+    metric_types, names = _metric_types()
+    if not cutoff and metric_types.get(name.lower()) is not None and metric_types[name.lower()].name == "RANKING":
+        raise UserInputError(
+            f"valid_metric={valid_metric!r} is a ranking metric and needs a cut-off from topk {topk}: e.g. "
+            f"valid_metric: {names[name.lower()]}@{topk[0] if topk else 10}."
+        )
     if cutoff and (not cutoff.isdigit() or int(cutoff) not in topk):
         raise UserInputError(
             f"valid_metric={valid_metric!r} needs the cut-off {cutoff} in topk, but topk is {topk}: add it to topk "
@@ -704,10 +716,86 @@ def check_model_needs(config):
                 f"{dataset}.item (it loads {loaded}): set {key} to item fields of the dataset (e.g. {key}: {example}) "
                 "and load them in load_col."
             )
+    if model == "S3Rec" and (config["train_stage"] != "finetune" or not os.path.isfile(str(config["pre_model_path"]))):
+        raise UserInputError(
+            f"S3Rec (train_stage={config['train_stage']!r}, pre_model_path={config['pre_model_path']!r}) cannot run "
+            "through recbole_flr: its pretrain stage (RecBole's default) trains pretrain_epochs (500) of "
+            "self-supervised objectives, tests nothing and saves RecBole's pickled checkpoints; its finetune stage "
+            "needs pre_model_path, one of those files, which it reads with torch.load, and torch >= 2.6 refuses a "
+            "pickled RecBole Config (weights_only). Run S3Rec with RecBole itself on torch < 2.6."
+        )
+    if model in CPR_MODELS:
+        sizes = _reranker_sizes(config)
+        facets = [config[key] for key in ("n_facet", "n_facet_context", "n_facet_reranker", "n_facet_emb")]
+        if all(isinstance(n, int) for n in facets + [config["n_facet_all"]]):
+            total = facets[0] + facets[1] + facets[2] * len(sizes) + facets[3]
+            if total != config["n_facet_all"]:
+                raise UserInputError(
+                    f"{model}: n_facet_all={config['n_facet_all']} must be n_facet + n_facet_context + "
+                    f"n_facet_reranker * (the number of reranker_CAN_NUM sizes) + n_facet_emb = {total}."
+                )
     if model == "FEARec" and isinstance(config["n_layers"], int) and config["n_layers"] < 2:
         raise UserInputError(
             f"FEARec needs n_layers >= 2 (n_layers={config['n_layers']}, in {_where(config, 'n_layers')}): RecBole's "
             "FEARec spreads its frequency filters over n_layers - 1 steps and divides by zero with one layer."
+        )
+
+
+#: RecBole's softmax-CPR models, which rerank reranker_CAN_NUM candidates among the items
+CPR_MODELS = ("GRU4RecCPR", "SASRecCPR")
+
+
+def _reranker_sizes(config):
+    value = config["reranker_CAN_NUM"]
+    if isinstance(value, (tuple, list)):  # --reranker_CAN_NUM=500,100,20 reads as a tuple, which RecBole's model cannot
+        config["reranker_CAN_NUM"] = ",".join(map(str, value))
+    try:
+        sizes = [int(size) for size in str(config["reranker_CAN_NUM"]).split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1 or sizes != sorted(sizes, reverse=True):
+        raise UserInputError(
+            f"reranker_CAN_NUM={value!r} (in {_where(config, 'reranker_CAN_NUM')}) must be candidate counts >= 1 in "
+            "descending order, e.g. 100 or '500,100,20'."
+        )
+    return sizes
+
+
+def check_model_fits_data(config, dataset):
+    r"""What a model needs of the data that only the loaded dataset tells, checked before the model is built: the
+    softmax-CPR models rerank ``reranker_CAN_NUM`` candidates, which must not outnumber the items (a torch.topk
+    "selected index k out of range" in the first batch otherwise).
+
+    Args:
+        config (Config): the run's config.
+        dataset (Dataset): the loaded dataset.
+    """
+    if config.model in CPR_MODELS:
+        largest = max(_reranker_sizes(config))
+        if largest > dataset.item_num:
+            raise UserInputError(
+                f"{config.model} reranks reranker_CAN_NUM={config['reranker_CAN_NUM']!r} candidates (in "
+                f"{_where(config, 'reranker_CAN_NUM')}), but dataset '{config.dataset}' has {dataset.item_num} items "
+                f"(with the padding item): set reranker_CAN_NUM to at most {dataset.item_num}."
+            )
+
+
+def check_run_settings(config):
+    r"""The dataset's name, ``gpu_id`` (RecBole passes any string on to CUDA_VISIBLE_DEVICES, so ``gpu_id: abc``
+    silently ran on the CPU) and ``checkpoint_dir`` (a file there ended in FileExistsError)."""
+    if not str(config.dataset or "").strip():
+        raise UserInputError("--dataset is empty: name a dataset (ml-100k, or a folder of atomic files in data_path).")
+    gpu_id = config["gpu_id"]
+    if not re.fullmatch(r"(\d+(,\d+)*)?", str(gpu_id).replace(" ", "")):
+        raise UserInputError(
+            f"gpu_id={gpu_id!r} (in {_where(config, 'gpu_id')}) must be GPU numbers as CUDA_VISIBLE_DEVICES takes them "
+            "('0', '0,1'), or empty for the CPU."
+        )
+    folder = config["checkpoint_dir"]
+    if isinstance(folder, str) and os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserInputError(
+            f"checkpoint_dir={folder!r} (in {_where(config, 'checkpoint_dir')}) is a file: it must be a folder (the "
+            "run writes its checkpoints there)."
         )
 
 
@@ -768,6 +856,7 @@ def validate(config):
     check_values(config)
     check_architecture(config)
     check_model_needs(config)
+    check_run_settings(config)
     check_device(config)
     check_stages(config)
     check_resume_from(config)

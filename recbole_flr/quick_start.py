@@ -21,7 +21,7 @@ from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
-from recbole_flr.config import Config, training_plan, validate
+from recbole_flr.config import Config, check_model_fits_data, training_plan, validate
 from recbole_flr.errors import UserInputError
 from recbole_flr.model.all_positions import compact_train_data
 from recbole_flr.trainer import get_trainer
@@ -181,6 +181,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     init_seed(config["seed"], config["reproducibility"])
     ensure_dataset(config)
     dataset = load_dataset(config)
+    check_model_fits_data(config, dataset)
     if log:
         getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -157,9 +157,14 @@ def test_single_interaction_users_and_empty_titles_train(tmp_path, monkeypatch):
         ("KSR", [], ["KSR needs a knowledge graph", "tiny.kg", "tiny.link", "tiny.ent"]),
         ("GRU4RecKG", [], ["GRU4RecKG needs a knowledge graph", "tiny.kg"]),
         ("S3Rec", [], ["item_attribute", "['class']", "load_col"]),
+        ("S3Rec", ["--item_attribute=title"], ["S3Rec (train_stage='pretrain'", "cannot run through recbole_flr"]),
         ("FDSA", [], ["selected_features", "['class']", "load_col"]),
         ("FEARec", ["--n_layers=1"], ["FEARec needs n_layers >= 2"]),
         ("GRU4Rec", ["--n_heads=2"], ["'n_heads'", "not of GRU4Rec"]),
+        ("SASRecCPR", ["--reranker_CAN_NUM=20,100"], ["reranker_CAN_NUM=(20, 100)", "descending"]),
+        ("GRU4RecCPR", ["--n_facet_all=4"], ["n_facet_all=4", "= 5"]),
+        # after the dataset is read, before the model is built: 100 candidates among tiny's 61 items
+        ("SASRecCPR", [], ["reranker_CAN_NUM=100", "61 items", "at most 61"]),
     ],
 )
 def test_what_a_model_needs_is_named_before_the_data(monkeypatch, tiny_dataset_dir, model, extra, expected):
@@ -215,3 +220,13 @@ def test_a_key_of_another_model_is_named_with_its_owner():
     assert set(foreign_keys("GRU4Rec", ["n_heads", "inner_size", "num_layers"])) == {"n_heads", "inner_size"}
     with pytest.raises(UserInputError, match=r"'grpo_epochs' \(in my.yaml\) is a setting of FLR, not of SASRecAllPos"):
         check_foreign_keys("SASRecAllPos", ["item_text_encoder", "grpo_epochs"], where=lambda key: "my.yaml")
+
+
+def test_an_empty_config_file_is_no_settings(tiny_config_dict, tmp_path):
+    from recbole_flr.config import Config
+
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "comments.yaml").write_text("# n_factors: 3\n")
+    files = [str(tmp_path / "empty.yaml"), str(tmp_path / "comments.yaml")]
+    config = Config("FLR", "tiny", config_file_list=files, config_dict=tiny_config_dict)
+    assert config["n_factors"] == 4  # FLR.yaml's default

@@ -77,6 +77,12 @@ CASES = [
     ("lora_dropout-above-1", ["--lora_dropout=2"], ["lora_dropout=2", "[0, 1]"]),
     ("flr-key-given-to-sasrec", ["--model=SASRec", "--n_factors=3"], ["a setting of FLR", "not of SASRec"]),
     ("use_gpu-on-the-cpu", ["--use_gpu=True"], ["use_gpu=True", "CPU"]),
+    ("valid_metric-without-cutoff", ["--valid_metric=NDCG"], ["valid_metric='NDCG'", "NDCG@10"]),
+    ("gpu_id-text", ["--gpu_id=abc"], ["gpu_id='abc'", "'0,1'"]),
+    ("model-name-in-the-wrong-case", ["--model=sasrec"], ["Unknown model [sasrec]", "'SASRec'"]),
+    ("config-file-is-a-folder", ["--config_files={tmp}"], ["Config file <tmp>", "is a folder"]),
+    ("checkpoint_dir-is-a-file", ["--checkpoint_dir={tmp}/notes.pth"], ["checkpoint_dir=", "is a file"]),
+    ("dataset-empty", ["--dataset="], ["--dataset is empty"]),
 ]
 EXPLAIN_CASES = [
     ("explain-text-file", ["--model_file={tmp}/notes.pth", "--user_id=1"], ["notes.pth"]),
