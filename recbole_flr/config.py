@@ -302,7 +302,9 @@ def known_keys():
 
 
 def _where(config, key):
-    return config.key_sources.get(key, "the settings")
+    return config.key_sources.get(
+        key, f"{config.model}'s default" if getattr(config, "model", None) else "the settings"
+    )
 
 
 def check_unknown_keys(config):
