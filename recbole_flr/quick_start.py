@@ -22,7 +22,7 @@ from recbole.data import data_preparation
 from recbole.utils import get_environment, init_seed, set_color
 
 from recbole_flr.checkpoint import load_checkpoint, load_model_state
-from recbole_flr.config import Config, training_plan, validate
+from recbole_flr.config import Config, check_model_fits_data, training_plan, validate
 from recbole_flr.errors import CheckpointError, UserInputError
 from recbole_flr.model.all_positions import compact_train_data
 from recbole_flr.run_files import (
@@ -239,6 +239,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, c
     init_seed(config["seed"], config["reproducibility"])
     ensure_dataset(config)
     dataset = load_dataset(config)
+    check_model_fits_data(config, dataset)
     if log:
         getLogger().info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -256,7 +257,7 @@ def run_recbole_flrs(rank, *args):
     run_recbole_flr(*args[:3], **kwargs)
 
 
-def load_data_and_model(model_file, weights_only=True):
+def load_data_and_model(model_file, weights_only=True, data_path=None):
     r"""Rebuild the config, dataset, dataloaders and trained model of a checkpoint (RecBole's
     ``load_data_and_model``).
 
@@ -264,6 +265,8 @@ def load_data_and_model(model_file, weights_only=True):
         model_file (str): a checkpoint written by a recbole_flr trainer.
         weights_only (bool): passed to ``torch.load``. ``False`` also reads checkpoints of RecBole's own trainer,
             which pickle a Config object: only for files you trust.
+        data_path (str, optional): the folder that holds the dataset's folder, when it is no longer where the run
+            read it (the checkpoint's ``data_path``).
 
     Returns:
         tuple: (config, model, dataset, train_data, valid_data, test_data)
@@ -271,6 +274,7 @@ def load_data_and_model(model_file, weights_only=True):
     checkpoint = load_checkpoint(model_file, weights_only=weights_only)
     config = checkpoint["config"]
     if isinstance(config, dict):
+        config = dict(config, **({"data_path": data_path} if data_path else {}))
         # exactly the saved run: RecBole's Config would also read this process's --key=value arguments
         argv, sys.argv = sys.argv, sys.argv[:1]
         try:

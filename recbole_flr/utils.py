@@ -85,15 +85,24 @@ def get_model(model_name):
         return getattr(plugin_models, model_name)
     try:
         return recbole_get_model(model_name)
-    except (ValueError, ModuleNotFoundError) as error:
+    except (ValueError, ModuleNotFoundError, AttributeError) as error:
         # RecBole's lookup ends in its exlib package, which imports xgboost/lightgbm: an unknown name then
-        # surfaces as their ModuleNotFoundError
+        # surfaces as their ModuleNotFoundError; a name in the wrong case (sasrec) finds the module but not the class
         known = ", ".join(plugin_models.__all__)
+        names = [os.path.basename(path)[: -len(".yaml")] for path in _model_yaml_files()] + plugin_models.__all__
+        same = [name for name in names if name.lower() == str(model_name).lower()]
         raise UserInputError(
             f"Unknown model [{model_name}]: it is neither a recbole_flr model ({known}) nor a RecBole model "
             "(see https://recbole.io/model_list.html for the names, e.g. SASRec, BERT4Rec, GRU4Rec)"
+            + (f"; names are case-sensitive: did you mean '{same[0]}'" if same else "")
             + (f"; RecBole's lookup also said: {error}" if isinstance(error, ModuleNotFoundError) else ".")
         ) from None
+
+
+def _model_yaml_files():
+    import glob
+
+    return glob.glob(os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", "model", "*.yaml"))
 
 
 def _atomic_files_hint(dataset, folder):

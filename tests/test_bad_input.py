@@ -1,6 +1,7 @@
 """The bad-input catalogue: through the command line, each case ends in one message that names the problem and a
 non-zero exit, never a traceback; a few awkward but valid inputs train normally."""
 
+import glob
 import math
 import os
 import runpy
@@ -8,7 +9,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import TINY_CLI_FLAGS, write_tiny_dataset
+
+from recbole_flr.errors import UserInputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
@@ -145,3 +149,84 @@ def test_single_interaction_users_and_empty_titles_train(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])
     result = run_recbole_flr("FLR", "tiny", config_dict=dict(config, data_path=str(tmp_path / "data")))
     assert all(math.isfinite(value) for value in result["test_result"].values())
+
+
+@pytest.mark.parametrize(
+    "model, extra, expected",
+    [
+        ("KSR", [], ["KSR needs a knowledge graph", "tiny.kg", "tiny.link", "tiny.ent"]),
+        ("GRU4RecKG", [], ["GRU4RecKG needs a knowledge graph", "tiny.kg"]),
+        ("S3Rec", [], ["item_attribute", "['class']", "load_col"]),
+        ("S3Rec", ["--item_attribute=title"], ["S3Rec (train_stage='pretrain'", "cannot run through recbole_flr"]),
+        ("FDSA", [], ["selected_features", "['class']", "load_col"]),
+        ("FEARec", ["--n_layers=1"], ["FEARec needs n_layers >= 2"]),
+        ("GRU4Rec", ["--n_heads=2"], ["'n_heads'", "not of GRU4Rec"]),
+        ("SASRecCPR", ["--reranker_CAN_NUM=20,100"], ["reranker_CAN_NUM=(20, 100)", "descending"]),
+        ("GRU4RecCPR", ["--n_facet_all=4"], ["n_facet_all=4", "= 5"]),
+        # after the dataset is read, before the model is built: 100 candidates among tiny's 61 items
+        ("SASRecCPR", [], ["reranker_CAN_NUM=100", "61 items", "at most 61"]),
+    ],
+)
+def test_what_a_model_needs_is_named_before_the_data(monkeypatch, tiny_dataset_dir, model, extra, expected):
+    load_col = "--load_col={'inter': ['user_id', 'item_id', 'timestamp'], 'item': ['item_id', 'title']}"
+    args = [f"--model={model}", "--dataset=tiny", f"--data_path={tiny_dataset_dir}", load_col, "--gpu_id=", *extra]
+    code, message = run_cli(monkeypatch, *args)
+    assert code != 0 and message.startswith("recbole_flr: error: ")
+    assert all(part in message for part in expected), message
+
+
+def test_every_documented_range_of_recbole_reads():
+    # SHAN.yaml writes its range in reStructuredText (``['BPR', 'CE']``): the reader stopped every SHAN run
+    from recbole_flr.config import RECBOLE_PROPERTIES_DIR, read_documented_keys
+
+    paths = sorted(glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True))
+    documented = {os.path.basename(path): read_documented_keys(path) for path in paths}
+    assert documented["SHAN.yaml"]["loss_type"][1] == ["BPR", "CE"]
+    assert len(documented) > 90
+
+
+def test_a_float_setting_written_as_an_integer_trains(tiny_config_dict):
+    from recbole_flr import prepare
+    from recbole_flr.config import Config, validate
+
+    config = Config("FLR", "tiny", config_dict=dict(tiny_config_dict, initializer_range=1, attn_dropout_prob=0))
+    validate(config)
+    assert config["initializer_range"] == 1.0 and isinstance(config["initializer_range"], float)
+    model = prepare(config=config)[1]  # transformers' config refused the int 1 (and 0)
+    assert model.backbone.body.config.initializer_range == 1.0
+
+
+def test_use_gpu_says_what_runs(monkeypatch, tiny_config_dict):
+    from recbole_flr.config import Config, validate
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))  # RecBole sets it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Config("SASRec", "tiny", config_dict=tiny_config_dict)["use_gpu"] is False  # the default was True
+    config = Config("SASRec", "tiny", config_dict=dict(tiny_config_dict, use_gpu=True))
+    with pytest.raises(UserInputError, match="use_gpu=True .* but the run would use the CPU"):
+        validate(config)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = Config("SASRec", "tiny", config_dict=dict(tiny_config_dict, gpu_id="0", use_gpu=False))
+    assert config["device"] == torch.device("cpu")  # RecBole 1.2.1 picked the GPU from gpu_id alone
+
+
+def test_a_key_of_another_model_is_named_with_its_owner():
+    from recbole_flr.config import check_foreign_keys, foreign_keys
+
+    assert foreign_keys("SASRec", ["n_factors", "hidden_size", "epochs", "load_col"]) == {
+        "n_factors": ["FLR", "DGCF", "KGIN"]
+    }
+    assert foreign_keys("FLR", ["n_factors", "grpo_epochs", "hidden_size", "MAX_ITEM_LIST_LENGTH"]) == {}
+    assert set(foreign_keys("GRU4Rec", ["n_heads", "inner_size", "num_layers"])) == {"n_heads", "inner_size"}
+    with pytest.raises(UserInputError, match=r"'grpo_epochs' \(in my.yaml\) is a setting of FLR, not of SASRecAllPos"):
+        check_foreign_keys("SASRecAllPos", ["item_text_encoder", "grpo_epochs"], where=lambda key: "my.yaml")
+
+
+def test_an_empty_config_file_is_no_settings(tiny_config_dict, tmp_path):
+    from recbole_flr.config import Config
+
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "comments.yaml").write_text("# n_factors: 3\n")
+    files = [str(tmp_path / "empty.yaml"), str(tmp_path / "comments.yaml")]
+    config = Config("FLR", "tiny", config_file_list=files, config_dict=tiny_config_dict)
+    assert config["n_factors"] == 4  # FLR.yaml's default

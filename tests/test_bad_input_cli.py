@@ -16,8 +16,10 @@ from conftest import TINY_CLI_FLAGS, write_tiny_dataset
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "run_recbole_flr.py")
 TINY = ["--model=FLR", "--dataset=tiny", "--data_path={data}", *TINY_CLI_FLAGS]
+NO_DATA = "--data_path={tmp}/no_data"  # a check that waited for the dataset would say the dataset is missing instead
 
-# (case id, extra command-line arguments, strings the message must contain). "{data}", "{tmp}" are filled in.
+# (case id, extra command-line arguments, strings the message must contain). "{data}", "{tmp}" are filled in (so a
+# brace of a dict is written twice).
 CASES = [
     ("typo-cli", ["--n_factor=3"], ["'n_factor'", "n_factors"]),
     ("typo-cli-recbole-key", ["--learning_rat=0.01"], ["'learning_rat'", "learning_rate"]),
@@ -57,6 +59,30 @@ CASES = [
     ("inter-timestamp-text", ["--data_path={tmp}/timestamp"], ["tiny.inter, line 8", "timestamp", "not a number"]),
     ("resume-from-text-file", ["--resume_from={tmp}/notes.pth"], ["notes.pth", "not a torch checkpoint"]),
     ("resume-from-missing", ["--resume_from={tmp}/none.pth"], ["none.pth", "does not exist"]),
+    # checked before the dataset is read: with no data at all, the message still names the setting
+    ("resume-from-text-file-before-data", ["--resume_from={tmp}/notes.pth", NO_DATA], ["notes.pth", "not a torch"]),
+    ("resume-from-missing-before-data", ["--resume_from={tmp}/none.pth", NO_DATA], ["none.pth", "does not exist"]),
+    ("n_heads-not-dividing-hidden_size", ["--n_heads=3", NO_DATA], ["hidden_size=16", "n_heads=3", "multiple"]),
+    ("hidden_size-0", ["--hidden_size=0", NO_DATA], ["hidden_size=0", "[1, inf)"]),
+    ("n_layers-0", ["--n_layers=0", NO_DATA], ["n_layers=0", "[1, inf)"]),
+    ("split-unknown", ["--eval_args={{'split': {{'XS': [0.8, 0.1, 0.1]}}}}", NO_DATA], ["'XS'", "RS", "LS", "TS"]),
+    ("split-LS-mode-unknown", ["--eval_args={{'split': {{'LS': 'valid'}}}}", NO_DATA], ["'valid'", "valid_and_test"]),
+    ("eval_args-typo", ["--eval_args={{'splt': {{'LS': 'valid_and_test'}}}}", NO_DATA], ["'splt'", "'split'"]),
+    ("eval-mode-unknown", ["--eval_args={{'mode': 'uni'}}", NO_DATA], ["mode='uni'", "uni100"]),
+    ("metric-unknown", ["--metrics=['Recall', 'NDCGG']", "--valid_metric=Recall@10"], ["'NDCGG'", "'NDCG'"]),
+    ("metric-value-with-full-ranking", ["--metrics=['AUC']", "--valid_metric=AUC"], ["['AUC']", "value", "uni100"]),
+    ("metrics-ranking-and-value", ["--metrics=['AUC', 'NDCG']", "--valid_metric=AUC"], ["mixes", "AUC"]),
+    ("dropout-above-1", ["--hidden_dropout_prob=1.5"], ["hidden_dropout_prob=1.5", "[0, 1]"]),
+    ("dropout-negative", ["--attn_dropout_prob=-0.1"], ["attn_dropout_prob=-0.1", "[0, 1]"]),
+    ("lora_dropout-above-1", ["--lora_dropout=2"], ["lora_dropout=2", "[0, 1]"]),
+    ("flr-key-given-to-sasrec", ["--model=SASRec", "--n_factors=3"], ["a setting of FLR", "not of SASRec"]),
+    ("use_gpu-on-the-cpu", ["--use_gpu=True"], ["use_gpu=True", "CPU"]),
+    ("valid_metric-without-cutoff", ["--valid_metric=NDCG"], ["valid_metric='NDCG'", "NDCG@10"]),
+    ("gpu_id-text", ["--gpu_id=abc"], ["gpu_id='abc'", "'0,1'"]),
+    ("model-name-in-the-wrong-case", ["--model=sasrec"], ["Unknown model [sasrec]", "'SASRec'"]),
+    ("config-file-is-a-folder", ["--config_files={tmp}"], ["Config file <tmp>", "is a folder"]),
+    ("checkpoint_dir-is-a-file", ["--checkpoint_dir={tmp}/notes.pth"], ["checkpoint_dir=", "is a file"]),
+    ("dataset-empty", ["--dataset="], ["--dataset is empty"]),
 ]
 EXPLAIN_CASES = [
     ("explain-text-file", ["--model_file={tmp}/notes.pth", "--user_id=1"], ["notes.pth"]),

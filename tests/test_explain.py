@@ -31,7 +31,8 @@ def checkpoints(tmp_path_factory):
         flr = run_recbole_flr("FLR", "tiny", config_dict=settings)["saved_model_file"]
         noreg = dict(settings, lambda_orth=0.0, lambda_div=0.0, lambda_sparse=0.0)
         flr_noreg = run_recbole_flr("FLR", "tiny", config_dict=noreg)["saved_model_file"]
-        sasrec = run_recbole_flr("SASRec", "tiny", config_dict=settings)["saved_model_file"]
+        sasrec_settings = tiny_settings(folder, MAX_ITEM_LIST_LENGTH=MAX_LEN)  # FLR's keys are refused
+        sasrec = run_recbole_flr("SASRec", "tiny", config_dict=sasrec_settings)["saved_model_file"]
         yield {"FLR": flr, "FLR-noreg": flr_noreg, "SASRec": sasrec, "folder": folder}
 
 
@@ -179,3 +180,47 @@ def test_cjk_and_emoji_titles_raise_no_warning_flood(tmp_path, recwarn):
     plot_user(_synthetic_explanation(8, "千と千尋の神隠し 🎬"), str(tmp_path / "u.png"))
     assert not [w for w in recwarn if "Glyph" in str(w.message) or "missing from font" in str(w.message)]
     assert (tmp_path / "u.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--output", "{tmp}/no_folder/u.png"], "the folder {tmp}/no_folder does not exist"),
+        (["--output", "{tmp}/u.xyz"], "cannot write '.xyz' images"),
+        (["--json", "{tmp}/no_folder/u.json"], "the folder {tmp}/no_folder does not exist"),
+        (["--topk", "0"], "2"),  # argparse's exit status: --topk must be at least 1
+    ],
+)
+def test_outputs_are_checked_before_the_data_is_loaded(checkpoints, tmp_path, monkeypatch, options, expected):
+    import recbole_flr.quick_start
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the data was loaded before the error")
+
+    monkeypatch.setattr(recbole_flr.quick_start, "load_data_and_model", loaded)
+    with pytest.raises(SystemExit) as exit_info:
+        explain("--model_file", checkpoints["FLR"], "--user_id", 5, *[o.format(tmp=tmp_path) for o in options])
+    assert expected.format(tmp=tmp_path) in str(exit_info.value.code)
+
+
+def test_output_without_suffix_prints_the_png_it_writes(checkpoints, tmp_path, capsys):
+    explain("--model_file", checkpoints["FLR"], "--user_id", 5, "--output", tmp_path / "user5")
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "user5.png"), str(tmp_path / "user5.json")]
+    assert all(os.path.isfile(path) for path in printed)
+
+
+def test_a_last_checkpoint_is_explained_with_a_warning(checkpoints, tmp_path, caplog):
+    from recbole_flr.checkpoint import last_checkpoint_file
+
+    last = last_checkpoint_file(checkpoints["FLR"])
+    explain("--model_file", last, "--user_id", 5, "--output", tmp_path / "u.png")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("is a -last.pth state" in w and checkpoints["FLR"] in w for w in warnings), warnings
+
+
+def test_data_path_points_explain_at_a_moved_dataset(checkpoints, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(SystemExit) as exit_info:  # the dataset error's advice, --data_path, is an option of explain
+        explain("--model_file", checkpoints["FLR"], "--user_id", 5, "--data_path", tmp_path / "elsewhere")
+    assert f"{tmp_path / 'elsewhere' / 'tiny'} does not exist" in str(exit_info.value.code)

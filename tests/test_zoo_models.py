@@ -9,6 +9,7 @@ from conftest import tiny_settings
 
 from recbole_flr import load_data_and_model, run_recbole_flr
 from recbole_flr.checkpoint import load_checkpoint
+from recbole_flr.config import foreign_keys
 from recbole_flr.trainer import get_trainer
 
 #: RecBole's feature-aware models read the title FLR reads (``selected_features``)
@@ -21,6 +22,7 @@ def test_a_zoo_model_trains_saves_plain_data_and_reloads(model, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     extra = {"selected_features": ["title"]} if model in FEATURE_MODELS else {}
     settings = tiny_settings(str(tmp_path), epochs=1, grpo_epochs=1, **extra)
+    settings = {key: value for key, value in settings.items() if key not in foreign_keys(model, settings)}
     result = run_recbole_flr(model=model, dataset="tiny", config_dict=settings)
     assert all(math.isfinite(v) for v in result["test_result"].values())
 

@@ -29,9 +29,10 @@ import logging
 import os
 import sys
 
-from recbole_flr.errors import USER_ERRORS, user_error_message
+from recbole_flr.errors import USER_ERRORS, UserFileNotFoundError, UserInputError, user_error_message
 from recbole_flr.explain.analysis import (  # noqa: F401  (the package's API)
     TEXT_FIELDS,
+    check_flr_checkpoint,
     explain_user,
     item_feature,
     item_titles,
@@ -69,12 +70,44 @@ def parse_args(argv=None):
     parser.add_argument("--feature", help="item field to profile the factors with (ml-1m: genre, ml-100k: class)")
     parser.add_argument("--output_dir", default=".", help="folder of the summary's PNG and JSON")
     parser.add_argument("--name", help="file name stem of the summary (default: factors-<dataset>)")
+    parser.add_argument(
+        "--data_path", help="folder holding the dataset's folder, if it is no longer where the model was trained"
+    )
     args = parser.parse_args(argv)
     if not args.summary and args.user_id is None:
         parser.error("give --user_id for one user, or --summary for the whole test set")
     if args.compare and not args.summary:
         parser.error("--compare needs --summary")
+    for option in ("topk", "max_history"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1 (got {getattr(args, option)})")
     return args
+
+
+def _image_formats():
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_output(option, path, image=True):
+    r"""What an output path must be before anything is loaded: in a folder that exists and, for an image, with a
+    suffix matplotlib can write; no suffix means ``.png``, as matplotlib writes it.
+
+    Returns:
+        str: the path that will be written.
+    """
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if image and not suffix:
+        path, suffix = path + ".png", "png"
+    if image and suffix not in _image_formats():
+        raise UserInputError(
+            f"{option} {path}: matplotlib cannot write '.{suffix}' images; use one of {_image_formats()}."
+        )
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):
+        raise UserFileNotFoundError(f"{option} {path}: the folder {folder} does not exist.")
+    return path
 
 
 def run(args):
@@ -88,11 +121,20 @@ def run(args):
 
 
 def _run(args):
+    # everything that needs no data first: the output paths, the checkpoints (a second --compare one too)
+    png = check_output("--output", args.output) if args.output else None
+    out_json = check_output("--json", args.json, image=False) if args.json else None
+    for model_file in [args.model_file] + ([args.compare] if args.compare else []):
+        check_flr_checkpoint(model_file)
+    if args.summary and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UserInputError(f"--output_dir {args.output_dir} is a file, not a folder.")
+    if args.data_path and not os.path.isdir(args.data_path):
+        raise UserFileNotFoundError(f"--data_path {args.data_path} is not a folder.")
     if args.user_id is not None and not args.summary:
-        _, model, dataset, _, _, test_data = load_flr(args.model_file)
+        _, model, dataset, _, _, test_data = load_flr(args.model_file, args.data_path, warn_last=False)
         explanation = explain_user(model, dataset, test_data, args.user_id, args.topk, args.exclude_history)
-        png = args.output or f"explain-{dataset.dataset_name}-user{args.user_id}.png"
-        out_json = args.json or os.path.splitext(png)[0] + ".json"
+        png = png or f"explain-{dataset.dataset_name}-user{args.user_id}.png"
+        out_json = out_json or os.path.splitext(png)[0] + ".json"
         plot_user(explanation, png, args.max_history)
         with open(out_json, "w") as f:
             json.dump(explanation, f, indent=2, ensure_ascii=False)
@@ -100,7 +142,7 @@ def _run(args):
     summaries, files = {}, [(args.model_file, "A")] + ([(args.compare, "B")] if args.compare else [])
     dataset_name = None
     for model_file, tag in files:
-        config, model, dataset, _, _, test_data = load_flr(model_file)
+        config, model, dataset, _, _, test_data = load_flr(model_file, args.data_path, warn_last=False)
         feature = item_feature(config, dataset, args.feature) if args.feature else None
         summary = summarise(model, test_data, feature)
         summary["model_file"] = model_file

@@ -8,11 +8,12 @@ model's own regulariser maths (:mod:`recbole_flr.model.latent_reasoning`). Drawi
 
 import csv
 import os
+from logging import getLogger
 
 import numpy as np
 import torch
 
-from recbole_flr.checkpoint import load_checkpoint
+from recbole_flr.checkpoint import best_checkpoint_file, load_checkpoint
 from recbole_flr.errors import CheckpointError, UserFileNotFoundError, UserInputError
 from recbole_flr.model.item_text import (
     TEXT_FIELDS,  # noqa: F401  (re-exported by recbole_flr.explain)
@@ -22,14 +23,13 @@ from recbole_flr.model.item_text import (
 from recbole_flr.model.latent_reasoning import attention_cosine, attention_entropy, factor_cosine
 
 
-def load_flr(model_file):
-    r"""``load_data_and_model`` for an FLR checkpoint; any other checkpoint is refused before the data is loaded.
+def check_flr_checkpoint(model_file, warn_last=True):
+    r"""Refuse a file that is not an FLR checkpoint, without loading the data; warn (RecBole's logger) when it is a
+    ``-last.pth``: the weights after the last epoch, not the best checkpoint that the run tested.
 
     Returns:
-        tuple: (config, model, dataset, train_data, valid_data, test_data)
+        bool: whether ``model_file`` is a ``-last.pth`` state.
     """
-    from recbole_flr.quick_start import load_data_and_model
-
     checkpoint = load_checkpoint(model_file)
     model_name = checkpoint["config"].get("model") if isinstance(checkpoint["config"], dict) else None
     if model_name != "FLR":
@@ -37,8 +37,31 @@ def load_flr(model_file):
             f"explain needs an FLR checkpoint, but {model_file} holds a {model_name or 'unknown'} model: only FLR has "
             "preference factors, attention and gates to show."
         )
-    del checkpoint
-    return load_data_and_model(model_file)
+    last = bool(checkpoint.get("last"))
+    if last and warn_last:
+        best = best_checkpoint_file(str(model_file)) or checkpoint.get("best_model_file")
+        getLogger().warning(
+            f"{model_file} is a -last.pth state: the weights after the run's last epoch, not necessarily the best "
+            f"checkpoint that the run selected on valid and tested ({best}). Explaining the last epoch's weights."
+        )
+    return last
+
+
+def load_flr(model_file, data_path=None, warn_last=True):
+    r"""``load_data_and_model`` for an FLR checkpoint; any other checkpoint is refused before the data is loaded.
+
+    Args:
+        model_file (str): an FLR checkpoint.
+        data_path (str, optional): the folder holding the dataset's folder, if not where the run read it.
+        warn_last (bool): warn when ``model_file`` is a ``-last.pth`` (:func:`check_flr_checkpoint`).
+
+    Returns:
+        tuple: (config, model, dataset, train_data, valid_data, test_data)
+    """
+    from recbole_flr.quick_start import load_data_and_model
+
+    check_flr_checkpoint(model_file, warn_last)
+    return load_data_and_model(model_file, data_path=data_path)
 
 
 def item_titles(dataset, text_field=None):

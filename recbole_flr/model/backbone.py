@@ -330,8 +330,8 @@ def build_embedded_backbone(settings, max_positions):
         num_attention_heads=n_heads,
         num_key_value_heads=n_heads,
         intermediate_size=settings.inner_size,
-        attention_dropout=settings.attn_dropout_prob,
-        initializer_range=settings.initializer_range,
+        attention_dropout=float(settings.attn_dropout_prob),  # transformers refuses an int (`0`)
+        initializer_range=float(settings.initializer_range),
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         pad_token_id=None,
