@@ -79,6 +79,7 @@ def test_a_key_searched_twice_an_empty_file_and_a_missing_file_are_named(tmp_pat
         ("SASRec", "n_layer choice [1, 2]\n", "Unknown setting 'n_layer'.*Did you mean 'n_layers'"),
         ("FLR", "n_factors choice [2, 0]\n", "n_factors=0 is not a valid setting.*out of its range"),
         ("FLR", "learning_rate uniform -0.1,0.1\n", "learning_rate=-0.1 is not a valid setting"),
+        ("SASRec", "n_factors choice [2, 3]\n", "'n_factors' .* is a setting of FLR.*not of SASRec"),
     ],
 )
 def test_every_value_of_a_params_file_is_checked_before_training(tiny_dataset_dir, tmp_path, model, text, says):
