@@ -214,6 +214,7 @@ def test_a_last_checkpoint_is_explained_with_a_warning(checkpoints, tmp_path, ca
     from recbole_flr.checkpoint import last_checkpoint_file
 
     last = last_checkpoint_file(checkpoints["FLR"])
+    caplog.set_level("WARNING")  # the fixture's runs (state: ERROR) left the root logger at ERROR in this process
     explain("--model_file", last, "--user_id", 5, "--output", tmp_path / "u.png")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("is a -last.pth state" in w and checkpoints["FLR"] in w for w in warnings), warnings
