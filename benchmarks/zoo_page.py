@@ -125,6 +125,11 @@ def step_cost_ratios(dataset):
     return {label: seconds / base for label, seconds in epoch.items()} if base else {}
 
 
+def cost_machine(dataset):
+    cost = read_json(os.path.join(results_dir(dataset), "step_cost.json"))
+    return cost["machine"] if cost else None
+
+
 def _label(row):
     model, variant = (row.split(":") + [""])[:2]
     return "FLR-backbone" if (model, variant) == ("FLR", "backbone") else model
@@ -148,7 +153,10 @@ def page(dataset, data_path):
         "`--algo=exhaustive`: every point of its grid, seed 2020), each run trained to early stopping (RecBole's "
         "`stopping_step: 10` on valid NDCG@10), then its best setting was rerun with seeds 2021 and 2022. Test "
         "metrics are mean ± sample std over the 3 seeds. `FLR-backbone` is FLR's own control: the same decoder, "
-        "inputs and loss without the latent module (`recbole_flr/properties/controls/backbone_alone.yaml`).",
+        "inputs and loss without the latent module (`recbole_flr/properties/controls/backbone_alone.yaml`). The "
+        "runs went two at a time, one torch thread each, on a 2-core CPU that other work shared: `s / training "
+        "epoch` is their wall time under that load; the epoch cost ratio is timed in one run (`benchmarks/"
+        "step_cost.py`, thread CPU time" + (f"; {cost_machine(dataset)}" if cost_machine(dataset) else "") + ").",
         "",
         "## Protocol",
         "",
