@@ -86,7 +86,10 @@ def main():
         fixed_config_file_list=config_file_list,
     )
     print(f"run_hyper: {args.model} on {args.dataset}, {args.algo}, at most {tuning.max_evals} trials", flush=True)
-    tuning.run()
+    try:
+        tuning.run()
+    except KeyboardInterrupt:
+        sys.exit(f"run_hyper: interrupted. The finished trials are in {output_file}; the same command continues.")
     best = tuning.best_record()
     if best is None:
         sys.exit("run_hyper: no trial finished.")

@@ -271,8 +271,16 @@ class HyperTuning(RecBoleHyperTuning):
     def _read_finished(self):
         if not os.path.isfile(self.json_file):
             return {}
-        with open(self.json_file, encoding="utf-8") as f:
-            earlier = json.load(f)
+        try:
+            with open(self.json_file, encoding="utf-8") as f:
+                earlier = json.load(f)
+        except ValueError:
+            earlier = None
+        if not isinstance(earlier, dict) or not {"search", "trials"} <= set(earlier):
+            raise UserInputError(
+                f"{self.json_file} is not a run_hyper result file; it is not overwritten. Give another "
+                "--output_file, or move that file away to start again."
+            )
         differ = [key for key in self.search if earlier.get("search", {}).get(key) != self.search[key]]
         if differ:
             raise UserInputError(

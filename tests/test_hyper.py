@@ -160,6 +160,10 @@ def test_every_trial_is_written_at_once_read_back_on_a_restart_and_the_file_is_t
 
     with pytest.raises(UserInputError, match="another search.*search_seed"):
         HyperTuning(objective, params, output, search(search_seed=1), fixed_config_file_list=None, max_evals=5)
+    with open(output + ".json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(UserInputError, match="is not a run_hyper result file.*not overwritten"):
+        HyperTuning(objective, params, output, search(), fixed_config_file_list=None, max_evals=5)
 
 
 def fake_objective(failing=()):
