@@ -54,12 +54,12 @@ def main():
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     if args.max_evals is not None and args.max_evals < 1:
         raise UserInputError(f"--max_evals={args.max_evals} must be at least 1.")
+    config = Config(model=args.model, dataset=args.dataset, config_file_list=config_file_list)
+    validate(config)  # the model and the fixed settings, once
     params_file = args.params_file or shipped_params_file(args.model)
     if params_file is None:
         raise UserInputError(f"--params_file is needed: no search space ships for {args.model}.")
     params = read_params_file(params_file)
-    config = Config(model=args.model, dataset=args.dataset, config_file_list=config_file_list)
-    validate(config)  # the fixed settings, once
     fixed = fixed_settings()
     check_params(params, args.model, args.dataset, config_file_list, fixed)
     output_file = args.output_file or os.path.join("hyper", f"{args.model}-{args.dataset}.result")
