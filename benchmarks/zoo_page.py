@@ -204,6 +204,12 @@ def page(dataset, data_path):
         if ratios:
             cells.append(f"{ratios[row['label']]:.2f}x" if row["label"] in ratios else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    if not done and ratios:
+        costs = ", ".join(f"{label} {ratio:.2f}x" for label, ratio in sorted(ratios.items(), key=lambda item: item[1]))
+        lines += [
+            "",
+            f"No model has finished its 3 seeds yet. A training epoch costs, as a ratio to SASRecAllPos's: {costs}.",
+        ]
     if pending or missing:
         lines += [
             "",
@@ -267,7 +273,9 @@ def index():
         where = (
             f"rank {flr + 1} ({done[flr]['ndcg'] / done[0]['ndcg']:.3f}x the first)" if flr is not None else "pending"
         )
-        lines.append(f"| [{name}]({name}.md) | {len(done)} of {len(ZOO)} | {first} | {where} |")
+        page_file = os.path.join(FOLDERS["docs"], f"{name}.md")
+        link = f"[{name}]({name}.md)" if os.path.isfile(page_file) else f"{name} (no page yet)"
+        lines.append(f"| {link} | {len(done)} of {len(ZOO)} | {first} | {where} |")
     with open(os.path.join(FOLDERS["docs"], "README.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
