@@ -94,7 +94,7 @@ def main():
     if best is None:
         sys.exit("run_hyper: no trial finished.")
     print(f"best settings (valid {config['valid_metric']} {best['best_valid_score']:.4f}): {best['params_str']}")
-    print("test: " + ", ".join(f"{metric} {value:.4f}" for metric, value in best["test_result"].items()))
+    print("test: " + ", ".join(f"{metric} {value:.4f}" for metric, value in (best["test_result"] or {}).items()))
     print(f"every trial, and the best settings as YAML: {output_file} (and {output_file}.json)")
 
 

@@ -318,7 +318,7 @@ class HyperTuning(RecBoleHyperTuning):
 
     def _line(self, record, read_back):
         metric = self.search.get("valid_metric", "score").lower()
-        test = record["test_result"].get(metric)
+        test = (record["test_result"] or {}).get(metric)  # None: the run had no test set
         when = "read back from the result file" if read_back else f"{record['seconds']:.0f} s"
         epochs = f"{record['epochs']} epochs (best {record['best_epoch']})" if record.get("epochs") else ""
         best = " *best so far*" if record["params"] == self.best_params else ""
@@ -398,7 +398,8 @@ def result_text(search, trials, best):
             f"{record['train_s_per_epoch']} s per training epoch, checkpoint {record['saved_model_file']}"
         )
         for name, result in (("valid", record["best_valid_result"]), ("test", record["test_result"])):
-            lines.append(f"#   {name}: " + "  ".join(f"{metric} {value:.4f}" for metric, value in result.items()))
+            shown = "  ".join(f"{metric} {value:.4f}" for metric, value in (result or {}).items())
+            lines.append(f"#   {name}: {shown or '-'}")
         lines.append("")
     if best:
         lines += [
