@@ -31,6 +31,8 @@ def results_dir(dataset):
 
 
 METRICS = ["recall@10", "mrr@10", "ndcg@10", "hit@10"]
+#: what each model reads of an item besides its id (the dataset's title field, where it has one)
+INPUTS = {"FLR": "title words", "FLR-backbone": "title words", "SASRecF": "title", "FDSA": "title"}
 SEEDS = 3
 
 
@@ -195,11 +197,14 @@ def page(dataset, data_path):
             lines += [verdict, ""]
     ratio_head = " | epoch cost / SASRecAllPos" if ratios else ""
     lines += [
-        "| model | Recall@10 | MRR@10 | NDCG@10 | Hit@10 | best epoch | s / training epoch" + ratio_head + " |",
-        "|---|---|---|---|---|---|---|" + ("---|" if ratios else ""),
+        "| model | item inputs | Recall@10 | MRR@10 | NDCG@10 | Hit@10 | best epoch | s / training epoch"
+        + ratio_head
+        + " |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if ratios else ""),
     ]
     for row in done:
-        cells = [row["label"]] + [mean_std(row["tests"][metric]) for metric in METRICS]
+        inputs = "id + " + INPUTS[row["label"]] if row["label"] in INPUTS else "id"
+        cells = [row["label"], inputs] + [mean_std(row["tests"][metric]) for metric in METRICS]
         cells += [f"{row['best_epoch']:.1f}", f"{row['s_per_epoch']:.1f}"]
         if ratios:
             cells.append(f"{ratios[row['label']]:.2f}x" if row["label"] in ratios else "-")

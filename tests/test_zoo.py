@@ -83,7 +83,7 @@ def test_the_page_ranks_the_models_on_mean_test_ndcg_and_lists_the_pending_ones(
     text = open(tmp_path / "docs" / "tiny.md").read()
     ratio = statistics.mean([0.10, 0.12, 0.11]) / statistics.mean([0.13, 0.12, 0.14])
     assert f"FLR ranks **2 of 2** on test NDCG@10; first is SASRec, FLR is {ratio:.3f}x its NDCG@10." in text
-    assert "| SASRec | 0.2600 ± 0.0200 | 0.0650 ± 0.0050 | 0.1300 ± 0.0100 |" in text  # mean ± sample std
+    assert "| SASRec | id | 0.2600 ± 0.0200 | 0.0650 ± 0.0050 | 0.1300 ± 0.0100 |" in text  # mean ± sample std
     assert "- GRU4Rec: 2 tuning trial(s), 1 of 3 seeds finished" in text and "- CORE: not started" in text
     assert "| [tiny](tiny.md) | 2 of" in open(tmp_path / "docs" / "README.md").read()
     assert "python run_hyper.py --model=FLR --dataset=tiny" in text
