@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import os
+import pathlib
 import random
 import sys
 import time
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 import yaml
 from recbole.trainer import HyperTuning as RecBoleHyperTuning
 
-from recbole_flr.checkpoint import plain_result
+from recbole_flr.checkpoint import atomic_write, plain_result
 from recbole_flr.config import RUN_KEYS, Config, validate
 from recbole_flr.errors import NonFiniteLossError, UserFileNotFoundError, UserInputError
 
@@ -203,13 +204,13 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     result = run_recbole_flr(
         config_file_list=config_file_list, config_dict=config_dict, saved=saved, callbacks=[listen]
     )
-    best_valid = plain_result(result["best_valid_result"])
+    best_valid = result["best_valid_result"]  # plain floats (run_recbole_flr), as the listener's
     return {
         "model": seen["model"],
         "best_valid_score": float(result["best_valid_score"]),
         "valid_score_bigger": bool(result["valid_score_bigger"]),
         "best_valid_result": best_valid,
-        "test_result": plain_result(result["test_result"]),
+        "test_result": result["test_result"],
         "seconds": round(time.time() - start, 1),
         "epochs": len(seen["valid"]),
         "best_epoch": next((i + 1 for i, valid in enumerate(seen["valid"]) if valid == best_valid), None),
@@ -336,11 +337,11 @@ class HyperTuning(RecBoleHyperTuning):
         done = {record["params_str"]: record for record in list(self.done.values()) + self.records}
         trials = list(done.values())
         best = self.best_record()
-        _atomic_write(
+        _write_text(
             self.json_file,
             json.dumps({"search": self.search, "trials": trials, "best": best}, indent=1, sort_keys=False) + "\n",
         )
-        _atomic_write(self.output_file, result_text(self.search, trials, best))
+        _write_text(self.output_file, result_text(self.search, trials, best))
 
     def export_result(self, output_file=None):
         r"""The result files are written after every trial; this writes them once more (RecBole's interface)."""
@@ -410,14 +411,11 @@ def result_text(search, trials, best):
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, text):
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp_path, path)
+def _write_text(path, text):
+    r"""``text`` to ``path`` through the checkpoints' atomic write (a kill never leaves half a result file)."""
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda tmp_path: pathlib.Path(tmp_path).write_text(text, encoding="utf-8"))
 
 
 def fixed_settings(argv=None):
