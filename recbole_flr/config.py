@@ -292,13 +292,21 @@ def known_keys():
         for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
             if path.endswith("url.yaml"):  # url.yaml, kg_url.yaml: dataset names, not settings
                 continue
-            with open(path, encoding="utf-8") as f:
-                known.update(re.findall(r"^([A-Za-z_]\w*)\s*:", f.read(), flags=re.MULTILINE))
+            known |= _yaml_keys(path)
     for root in (os.path.dirname(os.path.realpath(recbole.__file__)), os.path.dirname(os.path.realpath(__file__))):
         for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
-            with open(path, encoding="utf-8") as f:
-                known.update(KEY_READ.findall(f.read()))
+            known |= _code_keys(path)
     return frozenset(known)
+
+
+def _yaml_keys(path):
+    with open(path, encoding="utf-8") as f:
+        return set(re.findall(r"^([A-Za-z_]\w*)\s*:", f.read(), flags=re.MULTILINE))
+
+
+def _code_keys(path):
+    with open(path, encoding="utf-8") as f:
+        return set(KEY_READ.findall(f.read()))
 
 
 def _where(config, key):
@@ -539,16 +547,6 @@ def check_eval_args(config):
                 "sampled per positive, e.g. uni100), or a dict {'valid': ..., 'test': ...} of them."
             )
     return eval_args
-
-
-def _yaml_keys(path):
-    with open(path, encoding="utf-8") as f:
-        return set(re.findall(r"^([A-Za-z_]\w*)\s*:", f.read(), flags=re.MULTILINE))
-
-
-def _code_keys(path):
-    with open(path, encoding="utf-8") as f:
-        return set(KEY_READ.findall(f.read()))
 
 
 @lru_cache(maxsize=1)
