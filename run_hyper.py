@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--algo", choices=["exhaustive", "random", "bayes"], default="exhaustive")
     parser.add_argument("--max_evals", type=int, default=None, help="trials at most (exhaustive: the grid's size)")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without a better one")
-    parser.add_argument("--search_seed", type=int, default=2020, help="seed of hyperopt's draws")
+    parser.add_argument("--search_seed", type=int, default=None, help="seed of hyperopt's draws (default: 2020)")
     args, rest = parser.parse_known_args()
     sys.argv = sys.argv[:1] + rest  # what RecBole's Config reads from the command line: the fixed --key=value
 
@@ -40,9 +40,9 @@ def main():
         import hyperopt  # noqa: F401
     except ModuleNotFoundError:
         sys.exit('run_hyper.py needs hyperopt: pip install -e ".[hyper]" (or pip install hyperopt).')
-    os.environ["HYPEROPT_FMIN_SEED"] = str(args.search_seed)  # hyperopt's fmin seeds its draws from it
     from recbole_flr.config import Config, validate
     from recbole_flr.hyper import (
+        SEARCH_SEED,
         HyperTuning,
         check_params,
         fixed_settings,
@@ -51,6 +51,8 @@ def main():
         shipped_params_file,
     )
 
+    args.search_seed = SEARCH_SEED if args.search_seed is None else args.search_seed
+    os.environ["HYPEROPT_FMIN_SEED"] = str(args.search_seed)  # hyperopt's fmin seeds its draws from it
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     if args.max_evals is not None and args.max_evals < 1:
         raise UserInputError(f"--max_evals={args.max_evals} must be at least 1.")

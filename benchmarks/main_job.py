@@ -24,40 +24,31 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: common.py
+from common import PROTOCOL, RESULTS, ROOT, SCRATCH, cpu_name  # noqa: E402
+
 COMMAND = [
     "run_recbole_flr.py",
     "--model=FLR",
     "--dataset=ml-100k",
-    "--config_files=recbole_flr/properties/protocol.yaml",
+    f"--config_files={PROTOCOL}",
 ]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "main_job-ml-100k.json"))
+    parser.add_argument("--output", default=os.path.join(RESULTS, "main_job-ml-100k.json"))
     parser.add_argument("--omp_threads", default="1", help="OMP_NUM_THREADS of the run, as in the README ('' unsets)")
     args, args.extra = parser.parse_known_args()  # any other --key=value goes to the run (default: none)
 
-    workdir = os.path.join(REPO, "benchmarks", "scratch", "main_job")  # ignored by git: log/, saved/ land here
+    workdir = os.path.join(SCRATCH, "main_job")  # ignored by git: log/, saved/ land here
     os.makedirs(workdir, exist_ok=True)
-    protocol = os.path.join(REPO, "recbole_flr", "properties", "protocol.yaml")
-    command = [sys.executable, os.path.join(REPO, COMMAND[0]), *COMMAND[1:3], f"--config_files={protocol}", *args.extra]
+    protocol = os.path.join(ROOT, PROTOCOL)
+    command = [sys.executable, os.path.join(ROOT, COMMAND[0]), *COMMAND[1:3], f"--config_files={protocol}", *args.extra]
     load_start = os.getloadavg()
     start = time.time()
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("OMP_NUM_THREADS", None)
     if args.omp_threads:
         env["OMP_NUM_THREADS"] = args.omp_threads

@@ -8,9 +8,9 @@ of the means with 95 % bootstrap intervals over users, the users on which each g
 paired t-test. Every checkpoint's own mean is printed beside it: it must equal the run's logged test result.
 
 A checkpoint followed by ``:sft`` is tested with the SFT weights that its run's GRPO-stage last checkpoint
-(``<best>-last.pth``) keeps (``grpo_sft_weights``, as in benchmarks/sft_test.py): GRPO against its own SFT, user by
-user. Every checkpoint must be of the same dataset and split. The same comparison is repeated within bins of the test
-users' history length (``--length_bins``: where in the data does A differ from B?). Writes
+(``<best>-last.pth``) keeps (``grpo_sft_weights``, as in benchmarks/research/sft_test.py): GRPO against its own SFT,
+user by user. Every checkpoint must be of the same dataset and split. The same comparison is repeated within bins of
+the test users' history length (``--length_bins``: where in the data does A differ from B?). Writes
 ``benchmarks/results/paired_test-<dataset><tag>.json``. Example (FLR's default against its backbone alone, 3 seeds
 each):
 
@@ -28,15 +28,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from sft_test import split_sft_suffix, swap_in_sft_weights  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: common.py
+from common import RESULTS, split_sft_suffix, swap_in_sft_weights  # noqa: E402
 
 from recbole_flr.checkpoint import last_checkpoint_file  # noqa: E402
 from recbole_flr.quick_start import load_data_and_model  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def rank_metrics(scores, positive_u, positive_i, k):
@@ -226,7 +222,7 @@ def main():
             f"[{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
         )
     dataset = groups[args.label_a][0]["dataset"]
-    out = os.path.join(HERE, "results", f"paired_test-{dataset}{args.results_tag}.json")
+    out = os.path.join(RESULTS, f"paired_test-{dataset}{args.results_tag}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {out}")

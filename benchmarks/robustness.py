@@ -24,8 +24,8 @@ import sys
 import textwrap
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: common.py
+from common import RESULTS, ROOT, SCRATCH  # noqa: E402
 
 TRAIN = """
 import torch
@@ -88,7 +88,7 @@ def train(model, args, workdir):
         config[key] = yaml.safe_load(value)
     os.makedirs(workdir, exist_ok=True)
     code = TRAIN.format(threads=args.threads, model=model, dataset=args.dataset, config=config)
-    env = dict(os.environ, PYTHONPATH=REPO)
+    env = dict(os.environ, PYTHONPATH=ROOT)
     start, cut = time.time(), False
     with open(os.path.join(workdir, "train.log"), "w") as log:
         child = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, env=env, stdout=log, stderr=log)
@@ -128,7 +128,7 @@ def evaluate(model_file, args):
     results = evaluate_corrupted(config, model, test_data, CORRUPTIONS, args.rates, args.seed)
     checkpoint = load_checkpoint(model_file)
     return {
-        "checkpoint": os.path.relpath(model_file, REPO),
+        "checkpoint": os.path.relpath(model_file, ROOT),
         "best_epoch": checkpoint["epoch"],
         "best_valid_score": checkpoint["best_valid_score"],
         "settings": {
@@ -198,7 +198,7 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line: not these flags
     logging.disable(logging.INFO)  # load_data_and_model logs the whole config of each model at INFO
     given = dict(item.split("=", 1) for item in args.checkpoint)
-    scratch = os.path.join(REPO, "benchmarks", "scratch", "robustness", args.dataset + args.tag)
+    scratch = os.path.join(SCRATCH, "robustness", args.dataset + args.tag)
     budget = f"at most {args.epochs} epoch{'s' if args.epochs > 1 else ''}"
     budget += f" or {args.time_budget:.0f} s" if args.time_budget else ""
     report = {
@@ -239,7 +239,7 @@ def main(argv=None):
         )
     text = table(report, args.rates)
     print(text)
-    results_dir, images_dir = os.path.join(REPO, "benchmarks", "results"), os.path.join(REPO, "docs", "images")
+    results_dir, images_dir = RESULTS, os.path.join(ROOT, "docs", "images")
     os.makedirs(results_dir, exist_ok=True)
     os.makedirs(images_dir, exist_ok=True)
     name = f"robustness-{args.dataset}{args.tag}"

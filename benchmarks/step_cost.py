@@ -22,17 +22,22 @@ Writes benchmarks/results/step_cost-<dataset>.json and .md (``--out``: elsewhere
 import argparse
 import json
 import os
-import platform
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from a checkout, installed or not
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: common.py
+from common import (  # noqa: E402  (one clock and one result format with research/item_text_cost.py)
+    PROTOCOL,
+    RESULTS,
+    ROOT,
+    VARIANTS,
+    machine_line,
+    read_settings,
+    result_row,
+    time_rows,
+    variant_config,
+)
 
-from compare import PROTOCOL, VARIANTS, read_settings, variant_config  # noqa: E402
-from profile_step import clock  # noqa: E402  (thread CPU time with one torch thread, else wall time)
-
-#: the depth question of docs/benchmarks.md ("amazon-instruments converged"): FLR, one factor, FLR on three layers,
+#: the depth question of docs/research_log.md ("amazon-instruments converged"): FLR, one factor, FLR on three layers,
 #: its backbone alone on two and three layers, SASRecAllPos (the base of the ratios: the last row)
 ROWS = [
     "FLR:default",
@@ -79,50 +84,6 @@ def build_row(row, dataset, rounds, settings):
     }
 
 
-def time_rows(entries, rounds):
-    r"""``rounds + 1`` training steps of each entry, round-robin; the first is a warm-up that also counts the
-    parameters the loss trains (``entry["parameters"]``: a control builds modules it does not use); the others'
-    times go to ``entry["times"]``."""
-    for step in range(rounds + 1):
-        for entry in entries:
-            batch = entry["batches"][step % len(entry["batches"])]
-            tick = clock()
-            loss = entry["model"].calculate_loss(batch)
-            loss = sum(loss) if isinstance(loss, tuple) else loss
-            entry["optimizer"].zero_grad()
-            loss.backward()
-            if not step:
-                entry["parameters"] = sum(p.numel() for p in entry["model"].parameters() if p.grad is not None)
-            entry["optimizer"].step()
-            if step:
-                entry["times"].append(clock() - tick)
-
-
-def result_row(name, entry):
-    r"""A timed entry as a result row: its median step (the upper one of an even count), the SFT epoch that implies
-    (median step x batches per epoch), the parameters its loss trains and every timed step."""
-    step_s = sorted(entry["times"])[len(entry["times"]) // 2]
-    return {
-        "row": name,
-        "step_s": step_s,
-        "batches_per_epoch": entry["batches_per_epoch"],
-        "epoch_s": step_s * entry["batches_per_epoch"],
-        "parameters": entry["parameters"],
-        "steps": entry["times"],
-    }
-
-
-def machine_line(threads):
-    r"""The processor, cores, torch build, clock and load average: what every result of these timings states."""
-    import torch
-
-    timing = "thread CPU time" if threads == 1 else "wall time"
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{threads} thread(s) ({timing}), load average {os.getloadavg()[0]:.1f} at the end"
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="amazon-instruments")
@@ -164,7 +125,7 @@ def main():
     lines += ["", f"Command: `python benchmarks/step_cost.py {' '.join(sys.argv[1:])}`"]
     text = "\n".join(lines)
     print(text)
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"step_cost-{args.dataset}")
+    out = args.out or os.path.join(RESULTS, f"step_cost-{args.dataset}")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump({"machine": machine, "rounds": args.rounds, "rows": rows}, f, indent=1)

@@ -43,8 +43,8 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/: common.py
+from common import RESULTS  # noqa: E402
 
 SHAPES = {
     "qwen2.5-0.5b": dict(
@@ -136,7 +136,7 @@ def flr_config(args, device, dataset="throughput", **extra):
         "reproducibility": False,
         "grpo_num_generations": args.generations,
         # one loss per history, as the FLOP counts below assume (and as the stand-in dataset allows: it has no
-        # training rows to pick all-positions windows from); train_all_positions is timed in docs/benchmarks.md
+        # training rows to pick all-positions windows from); train_all_positions is timed in docs/research_log.md
         "train_all_positions": False,
         **extra,
     }
@@ -371,7 +371,7 @@ def main():
     parser.add_argument("--pipeline_batches", type=int, default=50, help="batches of the pipeline run (0: an epoch)")
     parser.add_argument("--worker", type=int, default=0, help="RecBole's DataLoader workers in the pipeline run")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
 
     if args.threads:

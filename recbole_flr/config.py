@@ -218,9 +218,9 @@ REMOVED = {
     ("grpo_surrogate", "target_logprob"): "with group-centred advantages its gradient pointed against the reward's "
     "(cosine -0.24 to -0.31, issue 14), so it trained the latent away from the reward",
     ("grpo_surrogate", None): "the GRPO policy is the Gaussian thought policy (gaussian); the gate policy (gate) was "
-    "level with a random-reward control on test (issue 14, docs/benchmarks.md)",
+    "level with a random-reward control on test (issue 14, docs/research_log.md)",
     ("grpo_trainable", "gate"): "it trained the gate scorer for the gate policy, which was removed (level with a "
-    "random-reward control on test, issue 14, docs/benchmarks.md)",
+    "random-reward control on test, issue 14, docs/research_log.md)",
     ("grpo_trainable", "latent+head"): "the Gaussian log-density reaches only the latent module, so the head got no "
     "GRPO gradient",
 }

@@ -45,6 +45,7 @@ from recbole_flr.errors import NonFiniteLossError, UserFileNotFoundError, UserIn
 PARAM_TYPES = ("choice", "uniform", "quniform", "loguniform")
 FAILED_LOSS = 1e9  # what hyperopt's early stop reads of a failed trial (None would reset its best)
 HYPER_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties", "hyper")
+SEARCH_SEED = 2020  # run_hyper.py's --search_seed: the order of an exhaustive search (grid_order), hyperopt's draws
 
 
 @dataclass
@@ -355,8 +356,7 @@ def grid_search(params, seed):
     from hyperopt.base import miscs_update_idxs_vals
 
     names = [param.name for param in params]
-    points = list(itertools.product(*(range(len(param.values)) for param in params)))
-    random.Random(seed).shuffle(points)
+    points = grid_order(params, seed)
 
     def suggest(new_ids, domain, trials, seed):
         done = {tuple(trial["misc"]["vals"][name][0] for name in names) for trial in trials.trials}
@@ -370,6 +370,14 @@ def grid_search(params, seed):
         return docs
 
     return suggest
+
+
+def grid_order(params, seed):
+    r"""Every point of the grid of choices, as a tuple of value indices (one per param, in ``params`` order), in the
+    seeded random order in which ``--algo=exhaustive`` (:func:`grid_search`) tries them."""
+    points = list(itertools.product(*(range(len(param.values)) for param in params)))
+    random.Random(seed).shuffle(points)
+    return points
 
 
 def _plain(value):

@@ -27,7 +27,7 @@ def no_anomaly_detection():
     ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` when it is
     imported, and importing any RecBole sequential model (SASRec, BERT4Rec, ... or RecBole's own ``get_model``) imports
     that package. From then on every backward pass checks every gradient for NaN (an ``isnan`` and an ``any`` per
-    autograd node, ~40 % of an FLR training step on a CPU; see docs/benchmarks.md) and records a traceback per
+    autograd node, ~40 % of an FLR training step on a CPU; see docs/research_log.md) and records a traceback per
     forward op. The package is imported here first, then the switch is turned off, once, at ``import recbole_flr``;
     to debug with it, call ``torch.autograd.set_detect_anomaly(True)`` after importing recbole_flr.
     """

@@ -146,9 +146,11 @@ def build_flr(config_dict, **overrides):
 
 
 def benchmark_script(name):
-    r"""Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package) so its functions can be tested."""
+    r"""Import ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package) so its functions can be tested;
+    ``research/<name>`` imports ``benchmarks/research/<name>.py``, a research probe."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "benchmarks", f"{name}.py"))
+    path = os.path.join(root, "benchmarks", *name.split("/")) + ".py"
+    spec = importlib.util.spec_from_file_location(os.path.basename(name), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

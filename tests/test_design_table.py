@@ -1,15 +1,11 @@
-"""benchmarks/design_table.py: each design against its control, computed from compare.py's result files."""
+"""benchmarks/research/design_table.py: each design against its control, computed from compare.py's result files."""
 
-import importlib.util
 import json
-import os
 
 import pytest
+from conftest import benchmark_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("design_table", os.path.join(REPO, "benchmarks", "design_table.py"))
-design_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(design_table)
+design_table = benchmark_script("research/design_table")
 
 
 def _run(variant, seed, ndcg, cut=False, model="FLR"):

@@ -1,11 +1,10 @@
 import json
 import os
-import sys
 
 import pytest
+from conftest import benchmark_script
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-import grpo_control  # noqa: E402
+grpo_control = benchmark_script("research/grpo_control")
 
 
 def _full_run(seed, sft, final, variant="default", cut=False):
@@ -57,7 +56,7 @@ def test_summary_counts_a_tie_as_no_gain_and_pairs_real_with_random(results):
     assert grpo_control.main(["--dataset", "toy", "--arms", "words=default"]) == 0
     with open(results / "grpo_control-toy.json") as f:
         written = json.load(f)
-    assert written["command"] == "python benchmarks/grpo_control.py --dataset toy --arms words=default"
+    assert written["command"] == "python benchmarks/research/grpo_control.py --dataset toy --arms words=default"
     real, random = (next(s for s in written["summary"] if s["reward"] == r) for r in ("real", "random"))
     assert (real["runs"], real["sft_seeds"], real["valid_above"], real["both_above"]) == (3, 2, 2, 2)
     assert real["test_gain_pct_max"] == pytest.approx(5.0) and real["test_gain_pct_min"] == pytest.approx(0.0)

@@ -1,12 +1,9 @@
-import os
-import sys
-
 import torch
+from conftest import benchmark_script
 
 from recbole_flr.quick_start import prepare
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-import grpo_cost  # noqa: E402
+grpo_cost = benchmark_script("research/grpo_cost")
 
 
 def _changed(model, before):

@@ -67,6 +67,7 @@ def test_per_user_means_equal_the_runs_logged_test_results(paired_test, tiny_dat
     assert final["length"].min() >= 1
     # the SFT weights kept by the last checkpoint: sft_test.py's figure, and the groups pair user by user
     sft = paired_test.per_user(result["saved_model_file"] + ":sft")
-    sft_test = benchmark_script("sft_test").sft_and_final(result["saved_model_file"][: -len(".pth")] + "-last.pth")
+    last_file = result["saved_model_file"][: -len(".pth")] + "-last.pth"
+    sft_test = benchmark_script("research/sft_test").sft_and_final(last_file)
     assert sft["ndcg"].mean() == pytest.approx(sft_test["sft_test"]["ndcg@10"], abs=5e-5)
     assert np.array_equal(sft["users"], final["users"])

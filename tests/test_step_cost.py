@@ -1,12 +1,9 @@
 """benchmarks/step_cost.py: rows built as compare.py trains them, and the parameters each row's loss trains."""
 
-import os
-import sys
-
 import pytest
+from conftest import benchmark_script
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-import step_cost  # noqa: E402
+step_cost = benchmark_script("step_cost")
 
 
 def test_a_row_is_a_model_a_compare_variant_and_settings():

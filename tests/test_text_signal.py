@@ -1,4 +1,4 @@
-"""benchmarks/text_signal.py's measures: the target's rank by text similarity, TF-IDF and whitening, by hand."""
+"""benchmarks/research/text_signal.py's measures: the target's rank by text similarity, TF-IDF, whitening, by hand."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from conftest import benchmark_script
 
 @pytest.fixture(scope="module")
 def signal():
-    return benchmark_script("text_signal")
+    return benchmark_script("research/text_signal")
 
 
 def test_rank_excludes_padding_and_the_last_item_and_counts_ties_half(signal):

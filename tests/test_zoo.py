@@ -1,5 +1,5 @@
-"""benchmarks/zoo.py runs a model's tuning and its best setting's seeds through run_hyper.py; benchmarks/zoo_page.py
-makes the page from the result files: means and spreads over the seeds, the ranking, the models still pending."""
+"""benchmarks/zoo.py runs a model's tuning and its best setting's seeds through run_hyper.py, then makes the page from
+the result files (``--page``: the page alone): means and spreads over the seeds, the ranking, the models pending."""
 
 import json
 import os
@@ -21,10 +21,11 @@ TINY = [
 ]
 
 
-def test_the_zoo_tunes_a_model_then_reruns_its_best_setting_with_two_more_seeds(tmp_path):
+def test_the_zoo_tunes_a_model_then_reruns_its_best_setting_with_two_more_seeds_then_writes_the_page(tmp_path):
     write_tiny_dataset(str(tmp_path / "data"))
     command = [sys.executable, "benchmarks/zoo.py", "--dataset=tiny", f"--data_path={tmp_path / 'data'}"]
     command += ["--models", "SASRec", "--max_evals=1", "--jobs=1", f"--results={tmp_path / 'zoo'}"]
+    command += [f"--docs={tmp_path / 'docs'}"]
     command += [f"--scratch={tmp_path / 'scratch'}", "--set"] + TINY
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "tiny SASRec seeds: done" in done.stdout, done.stdout + done.stderr[-2000:]
@@ -34,6 +35,10 @@ def test_the_zoo_tunes_a_model_then_reruns_its_best_setting_with_two_more_seeds(
     assert sorted(trial["params"]["seed"] for trial in seeds["trials"]) == [2021, 2022]
     # the seeds ran the best setting: its result file is among their config files
     assert seeds["search"]["config_files"][-1].endswith("SASRec.result")
+    page = (tmp_path / "docs" / "tiny.md").read_text()  # then the page, from those result files
+    assert "| SASRec | id |" in page and "- FLR: not started" in page
+    assert json.load(open(tmp_path / "zoo" / "tiny" / "dataset.json"))["users"] == 40  # the dataset's statistics
+    assert "| [tiny](tiny.md) | 1 of" in (tmp_path / "docs" / "README.md").read_text()
 
 
 def write_runs(folder, label, ndcgs, trials=2):
@@ -69,7 +74,7 @@ def write_runs(folder, label, ndcgs, trials=2):
 
 
 def test_the_page_ranks_the_models_on_mean_test_ndcg_and_lists_the_pending_ones(tmp_path):
-    page = benchmark_script("zoo_page")
+    page = benchmark_script("zoo")
     folder = tmp_path / "zoo" / "tiny"
     folder.mkdir(parents=True)
     json.dump({"users": 40, "items": 60}, open(folder / "dataset.json", "w"))
@@ -87,3 +92,21 @@ def test_the_page_ranks_the_models_on_mean_test_ndcg_and_lists_the_pending_ones(
     assert "- GRU4Rec: 2 tuning trial(s), 1 of 3 seeds finished" in text and "- CORE: not started" in text
     assert "| [tiny](tiny.md) | 2 of" in open(tmp_path / "docs" / "README.md").read()
     assert "python run_hyper.py --model=FLR --dataset=tiny" in text
+    assert "python benchmarks/zoo.py --page --dataset tiny     # this page" in text
+
+
+def test_the_pages_link_the_readme_the_claims_and_the_research_log(tmp_path):
+    folder = tmp_path / "zoo" / "tiny"
+    folder.mkdir(parents=True)
+    json.dump({"users": 40, "items": 60}, open(folder / "dataset.json", "w"))
+    write_runs(str(folder), "FLR", [0.10, 0.12, 0.11])
+    command = [sys.executable, "benchmarks/zoo.py", "--page", "--dataset=tiny", f"--results={tmp_path / 'zoo'}"]
+    done = subprocess.run(command + [f"--docs={tmp_path / 'docs'}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "1 models with 3 seeds" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert not (tmp_path / "zoo" / "tiny" / "SASRec.result.json").exists()  # --page trains nothing
+    for name in ("tiny.md", "README.md"):
+        text = (tmp_path / "docs" / name).read_text()
+        for link in ("(../../README.md)", "(../claims.md)", "(../research_log.md)"):
+            assert link in text, f"{name} lacks the link {link}"
+    for target in ("../../README.md", "../claims.md", "../research_log.md"):  # they resolve from docs/results/
+        assert os.path.isfile(os.path.join(ROOT, "docs", "results", target)), target

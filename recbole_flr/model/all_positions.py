@@ -12,9 +12,9 @@ once, with the window's own prefix as context. The other rows of RecBole's train
 
 :func:`compact_train_data` (called by :func:`recbole_flr.quick_start.run_recbole_flr`) goes further: it gives the
 trainer a loader over the kept rows alone, so an epoch no longer collates the skipped rows (on ml-1m, 959,543 of
-982,089 rows: 3.65 s of collation per epoch on a 2-core CPU, 0.14 s for the kept ones; ``benchmarks/allpos_loader.py``).
-FLR's GRPO stage trains on the same loader: a GRPO epoch then costs one group of G samples per kept window instead of
-one per prefix row (on ml-100k 2,412 rows instead of 97,171).
+982,089 rows: 3.65 s of collation per epoch on a 2-core CPU, 0.14 s for the kept ones; the measurement is in the
+research log, docs/research_log.md). FLR's GRPO stage trains on the same loader: a GRPO epoch then costs one group of
+G samples per kept window instead of one per prefix row (on ml-100k 2,412 rows instead of 97,171).
 """
 
 from logging import getLogger

@@ -111,7 +111,7 @@ class FLR(SequentialRecommender):
         )
         if self.thought_source == "constant":
             self.constant_thought = nn.Parameter(torch.randn(self.hidden_size) * self.initializer_range)
-        # off by default: SASRec scores the state itself, and the projection cost 21 % NDCG@10 (docs/benchmarks.md)
+        # off by default: SASRec scores the state itself, and the projection cost 21 % NDCG@10 (docs/research_log.md)
         projection = config["user_projection"]
         self.user_projection = nn.Linear(self.hidden_size, self.hidden_size) if projection else nn.Identity()
         self.loss_fct = nn.CrossEntropyLoss()
