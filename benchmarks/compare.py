@@ -1,14 +1,13 @@
 r"""FLR beside RecBole's SASRec, BERT4Rec, GRU4Rec and the plugin's SASRecAllPos on the same data, split, evaluator
 and history length: each run is a subprocess of ``run_recbole_flr`` with recbole_flr/properties/protocol.yaml, timed
 through the trainer's public hooks; its row holds test and valid metrics, epochs, costs, and the command that
-reproduces it. FLR's variants (``--variants``) are in benchmarks/common.py (VARIANTS).
+reproduces it. FLR's variants (``--variants``) are in benchmarks/common.py (VARIANTS). Writes
+benchmarks/results/compare-<dataset><tag>.json (every run), .md (tables), .png (test NDCG@10 against time).
 
     python benchmarks/compare.py --models FLR SASRec BERT4Rec GRU4Rec --datasets ml-100k --seeds 2020 2021 2022 \
         --time_budget 600 --ablations
     python benchmarks/compare.py --models SASRec --datasets ml-1m --data_path ../shared/datasets --trials 2
     python benchmarks/compare.py --report_only --datasets ml-100k      # rebuild the tables from the JSON
-
-Writes benchmarks/results/compare-<dataset><tag>.json (every run), .md (tables), .png (test NDCG@10 against time).
 """
 
 import argparse
@@ -445,6 +444,10 @@ def parse_args(argv=None):
         parser.error(f"--params_file is one model's search space; --models names {len(args.models)}")
     if args.time_budget and args.time_budget == int(args.time_budget):
         args.time_budget = int(args.time_budget)
+    from recbole_flr.config import foreign_keys  # a --config key another model owns: refused before any run
+
+    for model, (key, owners) in ((m, kv) for m in args.models for kv in foreign_keys(m, args.config).items()):
+        parser.error(f"--config {key} is a setting of {', '.join(owners[:3])}, not of {model}: run them apart")
     return args
 
 

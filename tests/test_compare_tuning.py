@@ -235,3 +235,12 @@ def test_a_budgeted_run_stops_after_the_batch_that_spends_the_budget(compare, ti
     assert not sasrec["cut"] and [e["epoch"] for e in sasrec["epochs"]] == [0, 1]
     assert all(e["batches"] == e["n_batches"] and e["stage"] is None for e in sasrec["epochs"])
     assert len(sasrec["valid"]) == 2 and sasrec["test"]["users"] == 40
+
+
+def test_a_config_key_of_another_model_is_refused_before_any_run(compare, capsys):
+    r"""``--config n_factors=2`` is FLR's: SASRec would refuse it run by run, so the call stops at once, naming both."""
+    assert compare.parse_args(["--models", "FLR", "SASRec", "--config", "n_layers=3"]).config == {"n_layers": 3}
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--models", "FLR", "SASRec", "--config", "n_factors=2"])
+    err = capsys.readouterr().err
+    assert "--config n_factors is a setting of FLR" in err and "not of SASRec" in err
