@@ -1,7 +1,8 @@
 r"""What the benchmark scripts share, in one place (they import no other script): the checkout's paths and protocol,
-the FLR variants (``compare.py --variants``, ``step_cost.py --rows``), the step clock and result rows of the timing
-scripts, the line that describes the machine, mean and spread over seeds (and their text), runs side by side
-(``compare.py``, ``zoo.py``: ``--jobs``), and the SFT weights that a GRPO run's last checkpoint keeps.
+the FLR variants (``compare.py --variants``, ``step_cost.py --rows``), ``--config``'s key=value settings read and
+written (``research/gpu_confirm.py`` writes compare.py's), the step clock and result rows of the timing scripts, the
+line that describes the machine, mean and spread over seeds (and their text), runs side by side (``compare.py``,
+``zoo.py``: ``--jobs``), and the SFT weights that a GRPO run's last checkpoint keeps.
 
 A script imports it with its folder first on ``sys.path`` (``benchmarks/`` for the scripts there, the parent of their
 folder for those in ``benchmarks/research/``)::
@@ -77,6 +78,16 @@ def read_settings(pairs, option):
             raise SystemExit(f"{option}: settings are key=value, got {pair!r}")
         settings[key] = yaml.safe_load(value)
     return settings
+
+
+def settings_pairs(settings):
+    r"""dict -> ``["key=value", ...]`` that :func:`read_settings` reads back as the same dict (each value written as
+    YAML: ``1e-05`` a float, ``None`` null), for a command line's ``--config``."""
+    pairs = []
+    for key, value in settings.items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).removesuffix("...\n")
+        pairs.append(f"{key}={text.strip()}")  # a scalar ends with YAML's document end marker, dropped
+    return pairs
 
 
 # ----------------------------------------------------------------------------------------------- timing a step
