@@ -80,6 +80,18 @@ def read_settings(pairs, option):
     return settings
 
 
+def foreign_setting(models, settings):
+    r"""The error for the first key of ``settings`` that one of ``models`` does not read because another model owns it
+    (``n_factors`` for SASRec: its runs would each be refused), or None; ``compare.py`` and ``gpu_confirm.py`` check
+    their ``--config`` with it before any run."""
+    from recbole_flr.config import foreign_keys
+
+    for model in dict.fromkeys(models):
+        for key, owners in foreign_keys(model, settings).items():
+            return f"--config {key} is a setting of {', '.join(owners[:3])}, not of {model}: run them apart"
+    return None
+
+
 def settings_pairs(settings):
     r"""dict -> ``["key=value", ...]`` that :func:`read_settings` reads back as the same dict (each value written as
     YAML: ``1e-05`` a float, ``None`` null), for a command line's ``--config``."""

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     RESULTS,
     ROOT,
     VARIANTS,
+    foreign_setting,
     in_parallel,
     machine_info,
     mean_std,
@@ -444,10 +445,8 @@ def parse_args(argv=None):
         parser.error(f"--params_file is one model's search space; --models names {len(args.models)}")
     if args.time_budget and args.time_budget == int(args.time_budget):
         args.time_budget = int(args.time_budget)
-    from recbole_flr.config import foreign_keys  # a --config key another model owns: refused before any run
-
-    for model, (key, owners) in ((m, kv) for m in args.models for kv in foreign_keys(m, args.config).items()):
-        parser.error(f"--config {key} is a setting of {', '.join(owners[:3])}, not of {model}: run them apart")
+    if foreign_setting(args.models, args.config):  # a --config key another model owns: refused before any run
+        parser.error(foreign_setting(args.models, args.config))
     return args
 
 

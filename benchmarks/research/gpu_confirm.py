@@ -36,7 +36,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: common.py
-from common import RESULTS, ROOT, SCRATCH, read_settings, settings_pairs  # noqa: E402
+from common import RESULTS, ROOT, SCRATCH, foreign_setting, read_settings, settings_pairs  # noqa: E402
 
 COMPARE = os.path.join(ROOT, "benchmarks", "compare.py")
 clock = time.monotonic  # the deadline's clock (the tests replace it)
@@ -151,12 +151,9 @@ def copy_results(dataset, tag, out):
 def check_config(args, runs):
     r"""Refuse, before any run, a ``--config`` key that one of the plan's models does not read (compare.py would refuse
     each of that model's runs: ``grpo_epochs`` for SASRecAllPos)."""
-    from recbole_flr.config import foreign_keys
-
-    config = read_settings(args.config, "--config")
-    for model in dict.fromkeys(run[1] for run in runs):
-        for key, owners in foreign_keys(model, config).items():
-            raise SystemExit(f"--config {key} is a setting of {', '.join(owners[:3])}, not of {model}: run them apart")
+    problem = foreign_setting([run[1] for run in runs], read_settings(args.config, "--config"))
+    if problem:
+        raise SystemExit(problem)
 
 
 def run_one(args, run, start):
